@@ -1,0 +1,89 @@
+"""A folder of image files (searched recursively) as a data set; first-level subfolders are classes."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from difflab.data.dataset import ArrayDataset, fit_square, one_line, pixels_to_unit, split_indices
+from difflab.errors import DifflabError
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp")
+DEFAULT_IMAGE_SIZE = 32
+DEFAULT_CHANNELS = 3
+PIL_MODES = {1: "L", 3: "RGB"}
+MAX_NAMED_SKIPS = 5
+
+
+def load_folder(root: str | Path, *, split: str = "train", image_size: int | None = None,
+                channels: int | None = None) -> ArrayDataset:
+    """Images under ``root``: data (N, C, S, S) in [-1, 1], S = image_size (default 32), C = channels (3).
+
+    Files are taken in sorted path order. If every image lies under a first-level subfolder, the label is
+    the index of that subfolder's name in sorted order; otherwise labels is None. Only the images of
+    ``split`` are decoded.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DifflabError(f"image folder {root} does not exist or is not a directory; check the path")
+    size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
+    mode = PIL_MODES[DEFAULT_CHANNELS if channels is None else channels]
+    files = find_images(root)
+    labels, class_names = folder_labels(root, files)
+    index = split_indices(len(files), split, str(root))
+    data = torch.stack([read_image(files[i], size, mode) for i in index.tolist()])
+    return ArrayDataset(data=data, labels=None if labels is None else labels[index],
+                        num_classes=None if class_names is None else len(class_names), name=str(root),
+                        class_names=class_names)
+
+
+def find_images(root: Path) -> list[Path]:
+    """Image files under ``root`` in sorted order; hidden entries ignored, other files skipped with a warning."""
+    images, skipped = [], []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        relative = path.relative_to(root)
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        (images if path.suffix.lower() in IMAGE_SUFFIXES else skipped).append(relative)
+    if skipped:
+        named = ", ".join(str(p) for p in skipped[:MAX_NAMED_SKIPS])
+        more = f" and {len(skipped) - MAX_NAMED_SKIPS} more" if len(skipped) > MAX_NAMED_SKIPS else ""
+        warnings.warn(f"skipping {len(skipped)} non-image file(s) in {root}: {named}{more}", stacklevel=3)
+    if not images:
+        raise DifflabError(f"no images ({'/'.join(IMAGE_SUFFIXES)}) found in {root}; "
+                           "point to a folder that holds image files")
+    return [root / p for p in images]
+
+
+def folder_labels(root: Path, files: list[Path]) -> tuple[torch.Tensor | None, tuple[str, ...] | None]:
+    """(N,) int64 labels and sorted class names from the first-level subfolders, or (None, None)."""
+    tops = [f.relative_to(root).parts for f in files]
+    if any(len(parts) < 2 for parts in tops):  # an image directly in root: no class structure
+        return None, None
+    class_names = tuple(sorted({parts[0] for parts in tops}))
+    lookup = {name: i for i, name in enumerate(class_names)}
+    return torch.tensor([lookup[parts[0]] for parts in tops], dtype=torch.int64), class_names
+
+
+def read_image(path: Path, size: int, mode: str) -> torch.Tensor:
+    """Decode ``path`` to (C, size, size) float32 in [-1, 1]: shorter side resized, centre-cropped."""
+    try:
+        with Image.open(path) as image:
+            image = widen_to_8bit(ImageOps.exif_transpose(image)).convert(mode)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DifflabError(f"{path}: not a readable image ({one_line(e)}); remove or fix it") from e
+    pixels = np.asarray(fit_square(image, size))  # (S, S) or (S, S, 3) uint8
+    x = pixels_to_unit(pixels, 255.0)
+    return x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1).contiguous()
+
+
+def widen_to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit gray (Pillow modes "I;16*", "I") -> "L", scaling 0..65535 to 0..255; convert() would clip."""
+    if not image.mode.startswith("I"):
+        return image
+    wide = np.asarray(image, dtype=np.float64)
+    return Image.fromarray(np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8))

@@ -1,0 +1,9 @@
+"""The one exception type a user sees: a one-line message that says what to do."""
+
+
+class DifflabError(Exception):
+    """A user-facing error (bad option, bad data, bad checkpoint).
+
+    The CLI prints ``error: <message>`` on one line and exits with status 2; it never shows a traceback
+    for this type. The message must name the offending thing (option, file) and say how to fix it.
+    """

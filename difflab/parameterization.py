@@ -1,0 +1,107 @@
+"""Named conversions between the five prediction targets, for any Gaussian path.
+
+With x_t = alpha x_0 + sigma eps, a network may predict
+    eps       the noise
+    x0        the clean image (Tweedie: x0_hat = (x_t - sigma eps_hat) / alpha)
+    v         alpha eps - sigma x_0                       (Salimans & Ho 2022)
+    score     grad log p_t(x_t) = -eps / sigma            (Tweedie)
+    velocity  dx_t/dt = alpha' x_0 + sigma' eps           (flow matching; the probability-flow ODE)
+Every target is a linear function of (x_0, eps) given x_t, so each converts to (x_0, eps) and back.
+All coefficient tensors must already broadcast against x (see PathCoefficients.expand_as).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import Tensor
+
+from difflab.errors import DifflabError
+from difflab.process.base import PathCoefficients
+
+TARGETS = ("eps", "x0", "v", "score", "velocity")
+
+Pair = tuple[Tensor, Tensor]  # (x0, eps)
+
+
+def x0_eps_from_eps(eps: Tensor, x_t: Tensor, c: PathCoefficients) -> Pair:
+    """x0 = (x_t - sigma eps) / alpha."""
+    return (x_t - c.sigma * eps) / c.alpha, eps
+
+
+def x0_eps_from_x0(x0: Tensor, x_t: Tensor, c: PathCoefficients) -> Pair:
+    """eps = (x_t - alpha x0) / sigma."""
+    return x0, (x_t - c.alpha * x0) / c.sigma
+
+
+def x0_eps_from_v(v: Tensor, x_t: Tensor, c: PathCoefficients) -> Pair:
+    """Solve x_t = alpha x0 + sigma eps, v = alpha eps - sigma x0:
+    x0 = (alpha x_t - sigma v) / (alpha^2 + sigma^2),  eps = (sigma x_t + alpha v) / (alpha^2 + sigma^2)."""
+    norm = c.alpha**2 + c.sigma**2
+    return (c.alpha * x_t - c.sigma * v) / norm, (c.sigma * x_t + c.alpha * v) / norm
+
+
+def x0_eps_from_score(score: Tensor, x_t: Tensor, c: PathCoefficients) -> Pair:
+    """eps = -sigma score, then x0 from eps."""
+    return x0_eps_from_eps(-c.sigma * score, x_t, c)
+
+
+def x0_eps_from_velocity(u: Tensor, x_t: Tensor, c: PathCoefficients) -> Pair:
+    """Solve x_t = alpha x0 + sigma eps, u = alpha' x0 + sigma' eps with D = alpha sigma' - sigma alpha':
+    x0 = (sigma' x_t - sigma u) / D,  eps = (alpha u - alpha' x_t) / D."""
+    det = c.alpha * c.d_sigma - c.sigma * c.d_alpha
+    return (c.d_sigma * x_t - c.sigma * u) / det, (c.alpha * u - c.d_alpha * x_t) / det
+
+
+def eps_target(x0: Tensor, eps: Tensor, c: PathCoefficients) -> Tensor:
+    return eps
+
+
+def x0_target(x0: Tensor, eps: Tensor, c: PathCoefficients) -> Tensor:
+    return x0
+
+
+def v_target(x0: Tensor, eps: Tensor, c: PathCoefficients) -> Tensor:
+    """v = alpha eps - sigma x0."""
+    return c.alpha * eps - c.sigma * x0
+
+
+def score_target(x0: Tensor, eps: Tensor, c: PathCoefficients) -> Tensor:
+    """Conditional score grad log q(x_t | x_0) = -eps / sigma (Vincent 2011; its mean given x_t is the score)."""
+    return -eps / c.sigma
+
+
+def velocity_target(x0: Tensor, eps: Tensor, c: PathCoefficients) -> Tensor:
+    """Conditional velocity d x_t / dt = alpha' x0 + sigma' eps (Lipman et al. 2023)."""
+    return c.d_alpha * x0 + c.d_sigma * eps
+
+
+TO_X0_EPS: dict[str, Callable[[Tensor, Tensor, PathCoefficients], Pair]] = {
+    "eps": x0_eps_from_eps, "x0": x0_eps_from_x0, "v": x0_eps_from_v,
+    "score": x0_eps_from_score, "velocity": x0_eps_from_velocity,
+}
+FROM_X0_EPS: dict[str, Callable[[Tensor, Tensor, PathCoefficients], Tensor]] = {
+    "eps": eps_target, "x0": x0_target, "v": v_target, "score": score_target, "velocity": velocity_target,
+}
+
+
+def check_target(target: str) -> str:
+    if target not in TARGETS:
+        raise DifflabError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    return target
+
+
+def to_x0_eps(target: str, value: Tensor, x_t: Tensor, c: PathCoefficients) -> Pair:
+    """(x0, eps) implied by a prediction of ``target`` at x_t."""
+    return TO_X0_EPS[check_target(target)](value, x_t, c)
+
+
+def from_x0_eps(target: str, x0: Tensor, eps: Tensor, c: PathCoefficients) -> Tensor:
+    """The value of ``target`` given (x0, eps): the regression target when they are the true ones."""
+    return FROM_X0_EPS[check_target(target)](x0, eps, c)
+
+
+def convert(value: Tensor, source: str, target: str, x_t: Tensor, c: PathCoefficients) -> Tensor:
+    """Convert a prediction of ``source`` into the equivalent prediction of ``target`` at x_t."""
+    x0, eps = to_x0_eps(source, value, x_t, c)
+    return from_x0_eps(target, x0, eps, c)

@@ -1,0 +1,122 @@
+"""The Gaussian path every process in difflab shares.
+
+    x_t = alpha(t) * x_0 + sigma(t) * eps,    eps ~ N(0, I),    t in [0, 1]
+
+Convention for the whole code base: t = 0 is data, t = 1 is noise (flow matching included; its
+"alpha = 1 - t, sigma = t" is this convention). A process only knows alpha, sigma and their time
+derivatives; the SDE drift and diffusion follow from them:
+
+    f(t)   = alpha'(t) / alpha(t)                                  (dx = f x dt + g dw)
+    g^2(t) = d sigma^2/dt - 2 f(t) sigma^2(t) = 2 sigma sigma' - 2 f sigma^2
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class PathCoefficients:
+    """alpha(t), sigma(t) and their derivatives d/dt, each shaped like the ``t`` they came from."""
+
+    alpha: Tensor
+    sigma: Tensor
+    d_alpha: Tensor
+    d_sigma: Tensor
+
+    def expand_as(self, x: Tensor) -> PathCoefficients:
+        """Reshape (B,) coefficients to (B, 1, ..., 1) so they broadcast against x (B, ...), in x's dtype."""
+        return PathCoefficients(*(expand_to(c, x) for c in (self.alpha, self.sigma, self.d_alpha, self.d_sigma)))
+
+
+def expand_to(c: Tensor, x: Tensor) -> Tensor:
+    """(B,) or () -> (B, 1, ..., 1) with x.ndim dims, cast to x's dtype and device."""
+    c = c.to(device=x.device, dtype=x.dtype)
+    if c.ndim == 0:
+        return c
+    return c.reshape(c.shape + (1,) * (x.ndim - c.ndim))
+
+
+def as_time(t: Tensor | float, batch: int | None = None, device: torch.device | None = None) -> Tensor:
+    """A float64 time tensor; a scalar is broadcast to (batch,) when ``batch`` is given."""
+    t = torch.as_tensor(t, dtype=torch.float64, device=device)
+    if batch is not None and t.ndim == 0:
+        t = t.expand(batch)
+    return t
+
+
+class GaussianProcess(ABC):
+    """A forward process given by alpha(t), sigma(t) on t in [t_min, 1].
+
+    Subclasses implement :meth:`coefficients`; everything else is derived. ``t_min`` is the smallest
+    time a model is trained on and a sampler should query (above it, sigma > 0).
+    """
+
+    name: str = "process"
+    t_min: float = 0.0
+    t_max: float = 1.0
+
+    @abstractmethod
+    def coefficients(self, t: Tensor) -> PathCoefficients:
+        """alpha, sigma, alpha', sigma' at times t (any shape), float64."""
+
+    def config(self) -> dict:
+        """The JSON-able arguments that rebuild this process with :func:`difflab.process.build_process`."""
+        return {"name": self.name}
+
+    def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        c = self.coefficients(as_time(t))
+        return c.alpha, c.sigma
+
+    def marginal(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """Sample q(x_t | x_0) = N(alpha x_0, sigma^2 I) with the given noise. x0, eps: (B, ...); t: (B,)."""
+        alpha, sigma = self.alpha_sigma(t)
+        return expand_to(alpha, x0) * x0 + expand_to(sigma, x0) * eps
+
+    def log_snr(self, t: Tensor) -> Tensor:
+        """lambda(t) = log(alpha^2 / sigma^2)."""
+        alpha, sigma = self.alpha_sigma(t)
+        return 2.0 * (torch.log(alpha) - torch.log(sigma))
+
+    def drift(self, t: Tensor) -> Tensor:
+        """f(t) = alpha'/alpha, the linear drift coefficient of the forward SDE dx = f x dt + g dw."""
+        c = self.coefficients(as_time(t))
+        return c.d_alpha / c.alpha
+
+    def diffusion_sq(self, t: Tensor) -> Tensor:
+        """g(t)^2 = 2 sigma sigma' - 2 (alpha'/alpha) sigma^2 (the forward SDE's diffusion squared)."""
+        c = self.coefficients(as_time(t))
+        return 2.0 * c.sigma * c.d_sigma - 2.0 * (c.d_alpha / c.alpha) * c.sigma**2
+
+    def prior_std(self) -> float:
+        """Std of the noise the reverse process starts from: sigma(t_max) (alpha(t_max) x_0 is neglected)."""
+        return float(self.alpha_sigma(torch.tensor(self.t_max))[1])
+
+    def posterior(
+        self, x_t: Tensor, x0: Tensor, t: Tensor, s: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """q(x_s | x_t, x_0) for s < t: mean (B, ...) and variance (B,), for any Gaussian path.
+
+        With alpha_{t|s} = alpha_t/alpha_s and sigma_{t|s}^2 = sigma_t^2 - alpha_{t|s}^2 sigma_s^2
+        (Kingma et al. 2021, eq. 3 and 26):
+            mean = alpha_{t|s} sigma_s^2 / sigma_t^2 * x_t + alpha_s sigma_{t|s}^2 / sigma_t^2 * x_0
+            var  = sigma_{t|s}^2 sigma_s^2 / sigma_t^2
+        For DDPM's consecutive steps this is Ho et al. (2020) eq. 6-7 (var = beta-tilde_t).
+        """
+        a_t, s_t = self.alpha_sigma(t)
+        a_s, s_s = self.alpha_sigma(s)
+        a_ts = a_t / a_s
+        var_ts = transition_variance(a_t, s_t, a_s, s_s)
+        coef_xt = a_ts * s_s**2 / s_t**2
+        coef_x0 = a_s * var_ts / s_t**2
+        mean = expand_to(coef_xt, x_t) * x_t + expand_to(coef_x0, x_t) * x0
+        return mean, var_ts * s_s**2 / s_t**2
+
+
+def transition_variance(a_t: Tensor, s_t: Tensor, a_s: Tensor, s_s: Tensor) -> Tensor:
+    """sigma_{t|s}^2 = sigma_t^2 - (alpha_t/alpha_s)^2 sigma_s^2, the variance of q(x_t | x_s), clamped >= 0."""
+    return (s_t**2 - (a_t / a_s) ** 2 * s_s**2).clamp_min(0.0)

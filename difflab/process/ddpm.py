@@ -1,0 +1,84 @@
+"""The discrete DDPM forward process (Ho et al. 2020) as a Gaussian path on t in [0, 1].
+
+Step i in {0, ..., T} sits at t = i / T, with alpha_bar_0 = 1 and alpha_bar_i = prod_{j<=i} (1 - beta_j):
+
+    q(x_i | x_0) = N(sqrt(alpha_bar_i) x_0, (1 - alpha_bar_i) I)                     (Ho et al., eq. 4)
+
+Between grid points, log alpha_bar is interpolated linearly in t, so continuous-time samplers
+(ODE solvers, any time grid) can query a DDPM model; on the grid the tables are exact.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from difflab.process.base import GaussianProcess, PathCoefficients, as_time, expand_to
+from difflab.process.schedules import make_betas
+
+
+class DDPMProcess(GaussianProcess):
+    """Discrete DDPM with T steps and a named beta schedule."""
+
+    name = "ddpm"
+
+    def __init__(self, schedule: str = "linear", T: int = 1000, beta_start: float = 1e-4,
+                 beta_end: float = 0.02, cosine_s: float = 0.008, max_beta: float = 0.999) -> None:
+        self.schedule, self.T = schedule, T
+        self._args = dict(beta_start=beta_start, beta_end=beta_end, cosine_s=cosine_s, max_beta=max_beta)
+        self.betas = make_betas(schedule, T, **self._args)  # (T,) beta_1..beta_T
+        self.alphas = 1.0 - self.betas
+        # (T + 1,) alpha_bar_0 = 1, alpha_bar_i = prod_{j <= i} alpha_j
+        self.alpha_bar = torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(self.alphas, 0)])
+        self._log_alpha_bar = torch.log(self.alpha_bar)
+        self.t_min = 1.0 / T
+
+    def config(self) -> dict:
+        return {"name": self.name, "schedule": self.schedule, "T": self.T, **self._args}
+
+    # --- the discrete tables -------------------------------------------------------------------
+    def index(self, t: Tensor) -> Tensor:
+        """The step index i = round(t T) (int64) of grid times t."""
+        return torch.round(as_time(t) * self.T).long()
+
+    def times(self, i: Tensor) -> Tensor:
+        """Grid times t = i / T (float64) for integer steps i."""
+        return torch.as_tensor(i, dtype=torch.float64) / self.T
+
+    def posterior_table(self, i: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Coefficients of q(x_{i-1} | x_i, x_0) for steps i >= 1 (Ho et al., eq. 7):
+
+            mean = coef_x0 * x_0 + coef_xt * x_i
+            coef_x0 = sqrt(alpha_bar_{i-1}) beta_i / (1 - alpha_bar_i)
+            coef_xt = sqrt(alpha_i) (1 - alpha_bar_{i-1}) / (1 - alpha_bar_i)
+            beta_tilde_i = (1 - alpha_bar_{i-1}) / (1 - alpha_bar_i) beta_i
+        Returns (coef_x0, coef_xt, beta_tilde), each shaped like i.
+        """
+        ab, ab_prev, beta = self.alpha_bar[i], self.alpha_bar[i - 1], self.betas[i - 1]
+        coef_x0 = ab_prev.sqrt() * beta / (1 - ab)
+        coef_xt = (1 - beta).sqrt() * (1 - ab_prev) / (1 - ab)
+        return coef_x0, coef_xt, (1 - ab_prev) / (1 - ab) * beta
+
+    def posterior_step(self, x_t: Tensor, x0: Tensor, i: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean (B, ...) and variance (B,) of q(x_{i-1} | x_i, x_0) from the tables."""
+        coef_x0, coef_xt, var = self.posterior_table(i)
+        return expand_to(coef_x0, x_t) * x0 + expand_to(coef_xt, x_t) * x_t, var
+
+    # --- the continuous path ---------------------------------------------------------------------
+    def coefficients(self, t: Tensor) -> PathCoefficients:
+        t = as_time(t)
+        u = t * self.T
+        near = torch.round(u)
+        u = torch.where((u - near).abs() < 1e-6, near, u)  # exact table values on the grid
+        i0 = torch.floor(u).clamp(0, self.T - 1).long()
+        w = u - i0
+        table = self._log_alpha_bar.to(t.device)
+        lo, hi = table[i0], table[i0 + 1]
+        log_ab = lo + w * (hi - lo)
+        d_log_ab = (hi - lo) * self.T  # piecewise constant derivative of log alpha_bar in t
+        alpha_bar = torch.exp(log_ab)
+        alpha = alpha_bar.sqrt()
+        sigma = (1 - alpha_bar).clamp_min(0).sqrt()
+        d_alpha = 0.5 * alpha * d_log_ab
+        d_sigma = -0.5 * alpha_bar * d_log_ab / sigma.clamp_min(1e-12)
+        return PathCoefficients(alpha, sigma, d_alpha, d_sigma)
