@@ -96,25 +96,25 @@ class GaussianProcess(ABC):
         """Std of the noise the reverse process starts from: sigma(t_max) (alpha(t_max) x_0 is neglected)."""
         return float(self.alpha_sigma(torch.tensor(self.t_max))[1])
 
-    def posterior(
-        self, x_t: Tensor, x0: Tensor, t: Tensor, s: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        """q(x_s | x_t, x_0) for s < t: mean (B, ...) and variance (B,), for any Gaussian path.
+    def posterior_coefficients(self, t: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """q(x_s | x_t, x_0) = N(coef_xt x_t + coef_x0 x_0, var) for s < t, on any Gaussian path.
 
         With alpha_{t|s} = alpha_t/alpha_s and sigma_{t|s}^2 = sigma_t^2 - alpha_{t|s}^2 sigma_s^2
         (Kingma et al. 2021, eq. 3 and 26):
-            mean = alpha_{t|s} sigma_s^2 / sigma_t^2 * x_t + alpha_s sigma_{t|s}^2 / sigma_t^2 * x_0
-            var  = sigma_{t|s}^2 sigma_s^2 / sigma_t^2
+            coef_xt = alpha_{t|s} sigma_s^2 / sigma_t^2,  coef_x0 = alpha_s sigma_{t|s}^2 / sigma_t^2
+            var     = sigma_{t|s}^2 sigma_s^2 / sigma_t^2
         For DDPM's consecutive steps this is Ho et al. (2020) eq. 6-7 (var = beta-tilde_t).
+        Returns (coef_xt, coef_x0, var), shaped like t.
         """
         a_t, s_t = self.alpha_sigma(t)
         a_s, s_s = self.alpha_sigma(s)
-        a_ts = a_t / a_s
         var_ts = transition_variance(a_t, s_t, a_s, s_s)
-        coef_xt = a_ts * s_s**2 / s_t**2
-        coef_x0 = a_s * var_ts / s_t**2
-        mean = expand_to(coef_xt, x_t) * x_t + expand_to(coef_x0, x_t) * x0
-        return mean, var_ts * s_s**2 / s_t**2
+        return (a_t / a_s) * s_s**2 / s_t**2, a_s * var_ts / s_t**2, var_ts * s_s**2 / s_t**2
+
+    def posterior(self, x_t: Tensor, x0: Tensor, t: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean (B, ...) and variance (B,) of q(x_s | x_t, x_0); see :meth:`posterior_coefficients`."""
+        coef_xt, coef_x0, var = self.posterior_coefficients(t, s)
+        return expand_to(coef_xt, x_t) * x_t + expand_to(coef_x0, x_t) * x0, var
 
 
 def transition_variance(a_t: Tensor, s_t: Tensor, a_s: Tensor, s_s: Tensor) -> Tensor:

@@ -1,0 +1,1 @@
+"""The difflab command line: a thin layer over difflab.pipelines."""

@@ -1,0 +1,100 @@
+"""`difflab train`: train a model on a dataset, or continue a run with --resume."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from difflab.cli.common import add, finite_float, nonneg_int, positive_int
+from difflab.config import DataConfig, PreviewConfig, RunConfig, updated
+from difflab.data import DATASET_NAMES
+from difflab.errors import DifflabError
+from difflab.networks import PRESETS
+from difflab.objectives import DiffusionObjective
+from difflab.process import SCHEDULES
+from difflab.samplers import SAMPLERS
+from difflab.training import TrainerConfig
+
+TRAINER_FLAGS = ("steps", "batch_size", "lr", "warmup", "weight_decay", "grad_clip", "ema_decay", "seed",
+                 "log_every", "checkpoint_every", "sample_every", "device", "precision")
+# options that may change when a run is resumed (the rest must match the run's config.json)
+RESUMABLE = ("steps", "log_every", "checkpoint_every", "sample_every", "device")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a diffusion model", description=(
+        "Train a diffusion model and write a run folder: config.json, checkpoints/ (safetensors), log.jsonl, "
+        "loss.png and sample grids (samples.png, samples/step_*.png)."))
+    d, t, r = DataConfig(), TrainerConfig(), RunConfig()
+    add(p, "--dataset", f"built-in dataset ({', '.join(DATASET_NAMES)}), an image folder or a .npz file", d.dataset)
+    add(p, "--image-size", "resize images to this size", type=positive_int)
+    add(p, "--channels", "1 (gray) or 3 (RGB)", type=int, choices=(1, 3))
+    p.add_argument("--class-cond", action="store_true", default=None, help="condition on the dataset's labels")
+    add(p, "--model", f"network preset ({', '.join(PRESETS)})", r.model, choices=PRESETS, metavar="PRESET")
+    add(p, "--schedule", f"DDPM beta schedule ({', '.join(SCHEDULES)})", r.process["schedule"], choices=SCHEDULES,
+        metavar="NAME")
+    add(p, "--T", "number of DDPM steps", r.process["T"], type=positive_int, dest="T")
+    add(p, "--steps", "training steps (in total, when resuming)", t.steps, type=positive_int)
+    add(p, "--batch-size", "examples per step", t.batch_size, type=positive_int)
+    add(p, "--lr", "AdamW learning rate", t.lr, type=finite_float)
+    add(p, "--warmup", "linear learning-rate warm-up steps", t.warmup, type=nonneg_int)
+    add(p, "--weight-decay", "AdamW weight decay", t.weight_decay, type=finite_float)
+    add(p, "--grad-clip", "max gradient norm, 0 = off", t.grad_clip, type=finite_float)
+    add(p, "--ema-decay", "EMA decay of the weights", t.ema_decay, type=finite_float)
+    add(p, "--seed", "random seed (weights, data order, noise)", t.seed, type=int)
+    add(p, "--log-every", "steps between log.jsonl lines", t.log_every, type=positive_int)
+    add(p, "--checkpoint-every", "steps between checkpoints", t.checkpoint_every, type=positive_int)
+    add(p, "--sample-every", "steps between sample grids, 0 = only at the end", t.sample_every, type=nonneg_int)
+    add(p, "--preview-sampler", "sampler for those grids", PreviewConfig().sampler, choices=tuple(SAMPLERS),
+        metavar="NAME")
+    add(p, "--preview-steps", "sampler steps for those grids", PreviewConfig().steps, type=positive_int)
+    add(p, "--device", "auto, cpu, cuda or cuda:N", t.device)
+    add(p, "--precision", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16", t.precision,
+        choices=("auto", "fp32", "bf16"))
+    add(p, "--out", "run folder to create", "runs/<dataset>")
+    add(p, "--resume", "continue the run in this folder from its last checkpoint", metavar="DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def build_config(a: argparse.Namespace) -> RunConfig:
+    base = RunConfig()
+    process = dict(base.process)
+    process.update({k: v for k, v in (("schedule", a.schedule), ("T", a.T)) if v is not None})
+    return updated(
+        base,
+        data=updated(DataConfig(), dataset=a.dataset, image_size=a.image_size, channels=a.channels,
+                     class_cond=a.class_cond),
+        model=a.model, process=process,
+        objective=DiffusionObjective(),
+        trainer=updated(TrainerConfig(), **{k: getattr(a, k) for k in TRAINER_FLAGS}),
+        preview=updated(PreviewConfig(), sampler=a.preview_sampler, steps=a.preview_steps),
+    )
+
+
+def resumed_config(a: argparse.Namespace) -> RunConfig:
+    """The run's saved config with only the options that may change on resume applied."""
+    given = [k for k, v in vars(a).items() if v is not None and k not in RESUMABLE
+             and k not in ("resume", "out", "quiet", "func", "command")]
+    if given:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise DifflabError(f"{flags} cannot change when resuming (the run's config.json holds them); "
+                           f"only {', '.join('--' + k.replace('_', '-') for k in RESUMABLE)} can")
+    cfg = RunConfig.load(Path(a.resume))
+    return updated(cfg, trainer=updated(cfg.trainer, **{k: getattr(a, k) for k in RESUMABLE}))
+
+
+def run(a: argparse.Namespace) -> None:
+    from difflab.pipelines.train import train
+
+    if a.resume:
+        cfg, out, resume = resumed_config(a), Path(a.resume), True
+    else:
+        cfg = build_config(a)
+        out = Path(a.out or f"runs/{Path(cfg.data.dataset).stem or 'data'}")
+        resume = False
+    res = train(cfg, out, resume=resume, progress=not a.quiet)
+    speed = f", {res.img_per_s:.0f} images/s" if res.img_per_s else ""
+    loss = f", final loss {res.final_loss:.4f}" if res.final_loss is not None else ""
+    print(f"trained {res.steps} steps in {res.seconds:.1f} s{speed}{loss}")
+    print(f"run folder: {out}  (samples.png, loss.png, log.jsonl, checkpoints/)")

@@ -1,0 +1,1 @@
+"""Pipelines: the diffusion-specific glue between data, networks, processes, the trainer and samplers."""

@@ -1,0 +1,62 @@
+"""What every sampler shares: the result type, the per-step callback record and NFE counting.
+
+A sampler is a stateless function
+
+    sampler(denoiser, x, ts, *, noise=None, cond=None, callback=None, **options) -> SampleResult
+
+where x (B, ...) is the starting noise at time ts[0] (already scaled by the prior std) and ts is a
+decreasing float64 time grid ending at 0. The step onto t = 0 returns the denoiser's x0 prediction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import Tensor
+
+from difflab.denoiser import Denoiser, Prediction
+from difflab.errors import DifflabError
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Handed to a sampler's callback at each step: the state x_t at time t (before the step) and the x0 prediction made there."""
+
+    index: int
+    t: float
+    x: Tensor
+    x0: Tensor
+
+
+Callback = Callable[[StepInfo], None]
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    x: Tensor   # (B, ...) the samples
+    nfe: int    # denoiser evaluations used
+
+
+class CountingDenoiser:
+    """Wraps a denoiser and counts its evaluations (NFE)."""
+
+    def __init__(self, inner: Denoiser) -> None:
+        self.inner, self.process, self.nfe = inner, inner.process, 0
+
+    def __call__(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Prediction:
+        self.nfe += 1
+        return self.inner(x, t, cond)
+
+
+def check_grid(ts: Tensor) -> list[float]:
+    """The grid as Python floats; it must be strictly decreasing with at least two points."""
+    grid = [float(t) for t in ts]
+    if len(grid) < 2 or any(b >= a for a, b in zip(grid, grid[1:])):
+        raise DifflabError("the time grid must be strictly decreasing with at least 2 points")
+    return grid
+
+
+def require_noise(noise: object, sampler: str) -> None:
+    if noise is None:
+        raise DifflabError(f"sampler {sampler!r} is stochastic: pass noise= (e.g. PerSampleNoise(seeds))")

@@ -1,0 +1,219 @@
+"""A generic training loop: AdamW, warm-up, gradient clipping, EMA, bf16 autocast on CUDA, exact resume.
+
+It knows nothing of diffusion: it minimises the mean of a per-example loss
+``loss_fn(model, x, y, generator) -> (loss (B,), key (B,))`` and logs the loss in 10 buckets of ``key``
+(in [0, 1]; for diffusion, the noise level t).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from difflab.errors import DifflabError
+from difflab.training import checkpoint as ckpt
+from difflab.training.data_order import DataOrder
+from difflab.training.ema import EMA
+
+LossFn = Callable[[nn.Module, Tensor, "Tensor | None", torch.Generator], "tuple[Tensor, Tensor]"]
+LOG = "log.jsonl"
+BUCKETS = 10
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    steps: int = 2000
+    batch_size: int = 128
+    lr: float = 1e-3
+    warmup: int = 200               # linear learning-rate warm-up steps, then constant
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0          # max global gradient norm (0 = off)
+    ema_decay: float = 0.999
+    seed: int = 0
+    log_every: int = 50
+    checkpoint_every: int = 500
+    sample_every: int = 500         # 0 = only at the end
+    keep_checkpoints: int = 2
+    device: str = "auto"            # auto | cpu | cuda | cuda:N
+    precision: str = "auto"         # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+
+    def validate(self) -> None:
+        checks = [("steps", self.steps >= 1), ("batch_size", self.batch_size >= 1), ("lr", self.lr > 0),
+                  ("warmup", self.warmup >= 0), ("weight_decay", self.weight_decay >= 0),
+                  ("grad_clip", self.grad_clip >= 0), ("ema_decay", 0 <= self.ema_decay < 1),
+                  ("log_every", self.log_every >= 1), ("checkpoint_every", self.checkpoint_every >= 1),
+                  ("sample_every", self.sample_every >= 0), ("keep_checkpoints", self.keep_checkpoints >= 1)]
+        for name, ok in checks:
+            if not ok:
+                raise DifflabError(f"--{name.replace('_', '-')} is out of range: {getattr(self, name)}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise DifflabError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DifflabError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise DifflabError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+
+
+class Trainer:
+    """Trains ``model`` on (data, labels) held in memory. ``on_sample(step, ema_model)`` is called every
+    ``sample_every`` steps and at the end; ``on_checkpoint(step)`` after each checkpoint."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, data: Tensor, labels: Tensor | None,
+                 config: TrainerConfig, run_dir: Path,
+                 on_sample: Callable[[int, nn.Module], None] | None = None) -> None:
+        config.validate()
+        self.config, self.run_dir = config, Path(run_dir)
+        self.device = resolve_device(config.device)
+        self.autocast = self.device.type == "cuda" and config.precision in ("auto", "bf16")
+        if config.precision == "bf16" and self.device.type != "cuda":
+            raise DifflabError("--precision bf16 needs a CUDA device; use --precision fp32 on the CPU")
+        self.model = model.to(self.device)
+        self.loss_fn, self.on_sample = loss_fn, on_sample
+        self.data = data.to(self.device)
+        self.labels = labels.to(self.device) if labels is not None else None
+        self.order = DataOrder(len(data), config.batch_size, config.seed)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.ema = EMA(self.model, config.ema_decay)
+        self.generator = torch.Generator(self.device).manual_seed(config.seed)
+        torch.manual_seed(config.seed)
+        self.step = 0
+
+    # --- state ---------------------------------------------------------------------------------
+    def save(self) -> Path:
+        opt_tensors, opt_meta = ckpt.optimizer_state(self.opt)
+        rng = ckpt.rng_states(self.generator)
+        meta = {"step": self.step, "ema_updates": self.ema.updates, "optimizer": opt_meta,
+                "epoch": self.order.epoch(self.step), "config": asdict(self.config)}
+        return ckpt.write_checkpoint(self.run_dir, self.step, {
+            "model": self.model.state_dict(), "ema": self.ema.model.state_dict(),
+            "trainer": {**opt_tensors, **rng}}, meta, keep=self.config.keep_checkpoints)
+
+    def load(self, path: Path) -> None:
+        """Restore everything a checkpoint folder holds, so the run continues bit for bit."""
+        meta = ckpt.read_json(path / "trainer.json")
+        ckpt.load_weights(self.model, path / "model.safetensors")
+        ckpt.load_weights(self.ema.model, path / "ema.safetensors")
+        tensors = ckpt.read_tensors(path / "trainer.safetensors")
+        try:
+            ckpt.load_optimizer_state(self.opt, tensors, meta["optimizer"])  # moves moments to the params' device
+            ckpt.set_rng_states(self.generator, tensors)
+            self.step, self.ema.updates = int(meta["step"]), int(meta["ema_updates"])
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise DifflabError(f"trainer state in {path} is incomplete or corrupt ({type(e).__name__}: {e}); "
+                               f"use an earlier checkpoint or retrain") from None
+        truncate_log(self.run_dir / LOG, self.step)
+
+    # --- loop ----------------------------------------------------------------------------------
+    def lr_at(self, step: int) -> float:
+        return self.config.lr * min(1.0, (step + 1) / self.config.warmup) if self.config.warmup else self.config.lr
+
+    def train_step(self) -> tuple[Tensor, Tensor, float]:
+        idx = self.order.batch(self.step).to(self.device)
+        x = self.data[idx]
+        y = self.labels[idx] if self.labels is not None else None
+        self.model.train()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            loss_vec, key = self.loss_fn(self.model, x, y, self.generator)
+        loss = loss_vec.float().mean()
+        if not torch.isfinite(loss):
+            self._stop_nonfinite("loss", float(loss))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
+        if not math.isfinite(grad_norm):
+            self._stop_nonfinite("gradient norm", grad_norm)
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr_at(self.step)
+        self.opt.step()
+        self.ema.update(self.model)
+        self.step += 1
+        return loss_vec.detach(), key.detach(), grad_norm
+
+    def _stop_nonfinite(self, what: str, value: float) -> None:
+        pointer = self.run_dir / ckpt.CHECKPOINTS / ckpt.LATEST
+        kept = pointer.read_text().strip() if pointer.exists() else "none yet"
+        raise DifflabError(f"{what} is {value} at step {self.step + 1}: training stopped and the last good checkpoint "
+                           f"({kept}) is kept in {self.run_dir}; lower --lr or --grad-clip, then --resume {self.run_dir}")
+
+    def run(self, progress: bool = True) -> None:
+        cfg = self.config
+        log_path = self.run_dir / LOG
+        window: list[tuple[Tensor, Tensor]] = []
+        t_window, n_window, grad_norms = 0.0, 0, []
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not progress, unit="step", dynamic_ncols=True)
+        while self.step < cfg.steps:
+            t0 = time.perf_counter()
+            loss_vec, key, grad_norm = self.train_step()
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            t_window += time.perf_counter() - t0
+            n_window += loss_vec.shape[0]
+            window.append((loss_vec.float().cpu(), key.float().cpu()))
+            grad_norms.append(grad_norm)
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                record = log_record(self.step, window, n_window / t_window, self.lr_at(self.step - 1),
+                                    sum(grad_norms) / len(grad_norms), self.order.epoch(self.step))
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['img_per_s']:.0f}")
+                window, t_window, n_window, grad_norms = [], 0.0, 0, []
+            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                self.save()
+            if self.on_sample is not None and (
+                    (cfg.sample_every and self.step % cfg.sample_every == 0) or self.step == cfg.steps):
+                self.on_sample(self.step, self.ema.model)
+        bar.close()
+
+
+def log_record(step: int, window: list[tuple[Tensor, Tensor]], img_per_s: float, lr: float, grad_norm: float,
+               epoch: float) -> dict:
+    """One JSONL line: mean loss over the window and the loss in 10 equal buckets of the key (noise level t)."""
+    loss = torch.cat([w[0] for w in window])
+    key = torch.cat([w[1] for w in window])
+    bucket = (key * BUCKETS).long().clamp(0, BUCKETS - 1)
+    by_bucket = [float(loss[bucket == b].mean()) if (bucket == b).any() else None for b in range(BUCKETS)]
+    return {"step": step, "epoch": round(epoch, 3), "loss": float(loss.mean()), "loss_by_t": by_bucket,
+            "lr": lr, "grad_norm": grad_norm, "img_per_s": img_per_s}
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Drop log lines after ``step`` (and a half-written last line) so a resumed run's log has no duplicates."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("step", math.inf) <= step:
+            keep.append(line)
+    ckpt.atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+
+def read_log(path: Path) -> list[dict]:
+    """The records of a JSONL log, skipping a half-written last line."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return records
