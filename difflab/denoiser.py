@@ -13,7 +13,7 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from difflab.parameterization import check_target, from_x0_eps, to_x0_eps
+from difflab.parameterization import check_target, from_x0_eps, network_input, to_x0_eps
 from difflab.process.base import GaussianProcess, PathCoefficients, as_time
 
 
@@ -53,18 +53,18 @@ class NetworkDenoiser:
     """A network that predicts ``target``, read through its process as a Denoiser.
 
     x may be float64 (the sampling loop); the network runs in its own dtype and its output is cast back.
+    Gradients flow (likelihoods and guidance differentiate through it); samplers' callers turn them off.
     """
 
     def __init__(self, network: nn.Module, process: GaussianProcess, target: str = "eps") -> None:
         self.network, self.process, self.target = network, process, check_target(target)
         self._dtype = next(network.parameters()).dtype
 
-    @torch.no_grad()
     def __call__(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Prediction:
         t = as_time(t, device=x.device)                                   # () or (B,) float64
         c = self.process.coefficients(t).expand_as(x)
         t_net = t.expand(x.shape[0]) if t.ndim == 0 else t                # (B,)
-        out = self.network(x.to(self._dtype), t_net.to(self._dtype), cond).to(x.dtype)
+        out = self.network(network_input(x, c).to(self._dtype), t_net.to(self._dtype), cond).to(x.dtype)
         x0, eps = to_x0_eps(self.target, out, x, c)
         return Prediction(x0, eps, c)
 

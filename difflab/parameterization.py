@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
 from torch import Tensor
 
 from difflab.errors import DifflabError
@@ -99,6 +100,23 @@ def to_x0_eps(target: str, value: Tensor, x_t: Tensor, c: PathCoefficients) -> P
 def from_x0_eps(target: str, x0: Tensor, eps: Tensor, c: PathCoefficients) -> Tensor:
     """The value of ``target`` given (x0, eps): the regression target when they are the true ones."""
     return FROM_X0_EPS[check_target(target)](x0, eps, c)
+
+
+def eps_scale(target: str, c: PathCoefficients) -> Tensor:
+    """k(t) with target = a(t) x_t + k(t) eps at a fixed x_t: an eps error of 1 is a target error of k.
+
+    Every target is linear in (x_t, eps), so k is the target's value at x_t = 0, eps = 1
+    (eps: 1, x0: -sigma/alpha, v: (alpha^2 + sigma^2)/alpha, score: -1/sigma, velocity: sigma' - alpha' sigma/alpha).
+    """
+    one = torch.ones_like(c.alpha)
+    x0, eps = x0_eps_from_eps(one, torch.zeros_like(one), c)
+    return from_x0_eps(target, x0, eps, c)
+
+
+def network_input(x_t: Tensor, c: PathCoefficients) -> Tensor:
+    """What a network reads: x_t / sqrt(alpha^2 + sigma^2), unit variance for unit-variance data on every path
+    (the identity on variance-preserving paths; EDM's c_in for VE, Karras et al. 2022, Table 1)."""
+    return x_t / (c.alpha**2 + c.sigma**2).sqrt()
 
 
 def convert(value: Tensor, source: str, target: str, x_t: Tensor, c: PathCoefficients) -> Tensor:

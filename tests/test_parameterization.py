@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from difflab.parameterization import TARGETS, convert, from_x0_eps, to_x0_eps
-from difflab.process import DDPMProcess
+from difflab.process import DDPMProcess, FlowProcess, VEProcess, VPProcess
 
-PROCESSES = {"ddpm-linear": DDPMProcess("linear"), "ddpm-cosine": DDPMProcess("cosine")}
+PROCESSES = {"ddpm-linear": DDPMProcess("linear"), "ddpm-cosine": DDPMProcess("cosine"), "vp": VPProcess(),
+             "ve": VEProcess(sigma_min=0.01, sigma_max=5.0), "flow": FlowProcess()}
 
 
 @pytest.mark.parametrize("process", list(PROCESSES.values()), ids=list(PROCESSES))

@@ -75,6 +75,7 @@ class Generated:
     seconds: float
 
 
+@torch.no_grad()
 def generate(denoiser: Denoiser, shape: tuple[int, ...], sampler: str, steps: int, n: int, seed: int, *,
              batch_size: int = 256, spacing: str = "uniform", options: dict[str, Any] | None = None,
              labels: Tensor | None = None, device: torch.device | str = "cpu",

@@ -82,6 +82,19 @@ class GaussianProcess(ABC):
         alpha, sigma = self.alpha_sigma(t)
         return 2.0 * (torch.log(alpha) - torch.log(sigma))
 
+    def time_at_log_snr(self, log_snr: Tensor, iters: int = 64) -> Tensor:
+        """The time t in [0, t_max] with lambda(t) = log_snr (float64, any shape), by bisection.
+
+        lambda(t) decreases in t on every path, so 64 halvings of [0, t_max] reach float64 resolution;
+        values outside the path's range land on its ends."""
+        target = as_time(log_snr)
+        lo, hi = torch.zeros_like(target), torch.full_like(target, self.t_max)
+        for _ in range(iters):
+            mid = 0.5 * (lo + hi)
+            above = self.log_snr(mid) > target          # still too little noise: t lies to the right
+            lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
+        return 0.5 * (lo + hi)
+
     def drift(self, t: Tensor) -> Tensor:
         """f(t) = alpha'/alpha, the linear drift coefficient of the forward SDE dx = f x dt + g dw."""
         c = self.coefficients(as_time(t))

@@ -1,10 +1,17 @@
 """Time grids t_N = t_max > ... > t_1 = t_min > t_0 = 0 for samplers (decreasing float64 tensors).
 
+Spacings of the N points between t_min and t_max:
+  uniform    evenly in t
+  quadratic  evenly in sqrt(t - t_min): dense near the data (DDIM, Song et al. 2021, App. D.2)
+  karras     evenly in s^(1/rho), s = sigma/alpha the noise-to-signal ratio, rho = 7 (Karras et al. 2022, eq. 5)
+  logsnr     evenly in lambda = log(alpha^2 / sigma^2) (Lu et al. 2022, DPM-Solver)
 The last step onto t = 0 is the denoising step (x0 prediction). On a discrete process (DDPM) the
 times are snapped to its steps i / T.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -12,32 +19,53 @@ from torch import Tensor
 from difflab.errors import DifflabError
 from difflab.process import DDPMProcess, GaussianProcess
 
-SPACINGS = ("uniform", "quadratic")
+SPACINGS = ("uniform", "quadratic", "karras", "logsnr")
+KARRAS_RHO = 7.0
+# Where t_max has alpha = 0 (flow at t = 1), lambda = -inf; its spacing then runs from s = 80 (EDM's sigma_max).
+S_MAX_FOR_INFINITE = 80.0
 
 
-def unit_grid(steps: int, spacing: str) -> Tensor:
-    """u_1..u_steps in [0, 1], increasing, u_1 = 0, u_steps = 1 (a single step gives [1])."""
-    u = torch.linspace(0.0, 1.0, steps, dtype=torch.float64) if steps > 1 else torch.ones(1, dtype=torch.float64)
-    if spacing == "uniform":
-        return u
-    if spacing == "quadratic":   # DDIM's quadratic spacing: dense near the data (Song et al. 2021, App. D.2)
-        return u**2
-    raise DifflabError(f"unknown time spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
-
-
-def time_grid(process: GaussianProcess, steps: int, spacing: str = "uniform", t_min: float | None = None) -> Tensor:
+def time_grid(process: GaussianProcess, steps: int, spacing: str = "uniform", t_min: float | None = None,
+              rho: float = KARRAS_RHO) -> Tensor:
     """(steps + 1,) decreasing times from process.t_max down to t_min, then 0."""
     if steps < 1:
         raise DifflabError(f"--steps must be at least 1, got {steps}")
+    if spacing not in SPACINGS:
+        raise DifflabError(f"unknown time spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
     t_min = process.t_min if t_min is None else t_min
     if not 0.0 < t_min < process.t_max:
-        raise DifflabError(f"t_min must lie in (0, {process.t_max}), got {t_min}")
-    ts = t_min + (process.t_max - t_min) * unit_grid(steps, spacing)
+        raise DifflabError(f"--t-min must lie in (0, {process.t_max}), got {t_min}")
+    ts = increasing_times(process, steps, spacing, t_min, rho)
     if isinstance(process, DDPMProcess):
         if steps > process.T:
             raise DifflabError(f"--steps {steps} exceeds the process's T = {process.T}")
         ts = snap_to_steps(ts, process.T)
     return torch.cat([ts.flip(0), torch.zeros(1, dtype=torch.float64)])
+
+
+def increasing_times(process: GaussianProcess, steps: int, spacing: str, t_min: float, rho: float) -> Tensor:
+    """(steps,) times from t_min up to t_max (a single step gives [t_max])."""
+    t_max = process.t_max
+    if steps == 1:
+        return torch.tensor([t_max], dtype=torch.float64)
+    u = torch.linspace(0.0, 1.0, steps, dtype=torch.float64)
+    if spacing == "uniform":
+        return t_min + (t_max - t_min) * u
+    if spacing == "quadratic":
+        return t_min + (t_max - t_min) * u**2
+    lam_hi = float(process.log_snr(torch.tensor(t_min)))
+    lam_lo = float(process.log_snr(torch.tensor(t_max)))
+    if not math.isfinite(lam_lo):
+        lam_lo = -2 * math.log(S_MAX_FOR_INFINITE)
+    if spacing == "karras":                           # s = exp(-lambda / 2), evenly in s^(1/rho)
+        s_min, s_max = math.exp(-lam_hi / 2), math.exp(-lam_lo / 2)
+        s = (s_min ** (1 / rho) + u * (s_max ** (1 / rho) - s_min ** (1 / rho))) ** rho
+        lam = -2 * torch.log(s)
+    else:                                             # logsnr
+        lam = lam_hi + u * (lam_lo - lam_hi)
+    ts = process.time_at_log_snr(lam)
+    ts[0], ts[-1] = t_min, t_max                      # exact ends
+    return ts
 
 
 def snap_to_steps(ts: Tensor, T: int) -> Tensor:
