@@ -10,8 +10,9 @@ from difflab.config import DataConfig, PreviewConfig, RunConfig, updated
 from difflab.data import DATASET_NAMES
 from difflab.errors import DifflabError
 from difflab.networks import PRESETS
-from difflab.objectives import DiffusionObjective
-from difflab.process import SCHEDULES
+from difflab.objectives import COUPLINGS, TIME_SAMPLINGS, WEIGHTINGS, DiffusionObjective
+from difflab.parameterization import TARGETS
+from difflab.process import PROCESSES, SCHEDULES, FlowProcess, VEProcess, VPProcess
 from difflab.samplers import SAMPLERS
 from difflab.training import TrainerConfig
 
@@ -26,14 +27,34 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Train a diffusion model and write a run folder: config.json, checkpoints/ (safetensors), log.jsonl, "
         "loss.png and sample grids (samples.png, samples/step_*.png)."))
     d, t, r = DataConfig(), TrainerConfig(), RunConfig()
+    vp, ve, flow = VPProcess(), VEProcess(), FlowProcess()
     add(p, "--dataset", f"built-in dataset ({', '.join(DATASET_NAMES)}), an image folder or a .npz file", d.dataset)
     add(p, "--image-size", "resize images to this size", type=positive_int)
     add(p, "--channels", "1 (gray) or 3 (RGB)", type=int, choices=(1, 3))
     p.add_argument("--class-cond", action="store_true", default=None, help="condition on the dataset's labels")
     add(p, "--model", f"network preset ({', '.join(PRESETS)})", r.model, choices=PRESETS, metavar="PRESET")
-    add(p, "--schedule", f"DDPM beta schedule ({', '.join(SCHEDULES)})", r.process["schedule"], choices=SCHEDULES,
+    add(p, "--process", f"forward process ({', '.join(PROCESSES)})", r.process["name"], choices=PROCESSES,
         metavar="NAME")
-    add(p, "--T", "number of DDPM steps", r.process["T"], type=positive_int, dest="T")
+    add(p, "--schedule", f"DDPM beta schedule ({', '.join(SCHEDULES)}); ddpm only", r.process["schedule"],
+        choices=SCHEDULES, metavar="NAME")
+    add(p, "--T", "number of DDPM steps; ddpm only", r.process["T"], type=positive_int, dest="T")
+    add(p, "--beta-min", "VP-SDE beta(0); vp only", vp.beta_min, type=finite_float)
+    add(p, "--beta-max", "VP-SDE beta(1); vp only", vp.beta_max, type=finite_float)
+    add(p, "--sigma-min", "VE-SDE sigma(0); ve only", ve.sigma_min, type=finite_float)
+    add(p, "--sigma-max", "VE-SDE sigma(1); ve only", ve.sigma_max, type=finite_float)
+    add(p, "--t-min", f"smallest training time (vp {vp.t_min:g}, ve {ve.t_min:g}, flow {flow.t_min:g}); vp, ve, flow",
+        type=finite_float)
+    add(p, "--t-max", "largest time of the flow path (1, or 0.999 for eps/score targets, which need alpha > 0); "
+        "flow only", type=finite_float)
+    add(p, "--target", f"what the network predicts ({', '.join(TARGETS)})", r.objective.target, choices=TARGETS,
+        metavar="NAME")
+    add(p, "--weighting", f"loss weighting lambda(t) ({', '.join(WEIGHTINGS)})", r.objective.weighting,
+        choices=WEIGHTINGS, metavar="NAME")
+    add(p, "--min-snr-gamma", "gamma of the min-snr weighting", r.objective.min_snr_gamma, type=finite_float)
+    add(p, "--time-sampling", f"training times ({', '.join(TIME_SAMPLINGS)}); discrete t = i/T needs ddpm",
+        "discrete for ddpm, else continuous", choices=TIME_SAMPLINGS, metavar="HOW")
+    add(p, "--coupling", f"noise-data pairing ({', '.join(COUPLINGS)}); ot: exact minibatch optimal transport, "
+        "flow only", r.objective.coupling, choices=COUPLINGS, metavar="HOW")
     add(p, "--steps", "training steps (in total, when resuming)", t.steps, type=positive_int)
     add(p, "--batch-size", "examples per step", t.batch_size, type=positive_int)
     add(p, "--lr", "AdamW learning rate", t.lr, type=finite_float)
@@ -57,16 +78,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+# the options of each process: flag name -> config key
+PROCESS_OPTIONS = {"ddpm": ("schedule", "T"), "vp": ("beta_min", "beta_max", "t_min"),
+                   "ve": ("sigma_min", "sigma_max", "t_min"), "flow": ("t_min", "t_max")}
+ALL_PROCESS_OPTIONS = sorted({k for keys in PROCESS_OPTIONS.values() for k in keys})
+
+
+def process_config(a: argparse.Namespace) -> dict:
+    """The process's JSON config from the options that apply to it; others given are an error."""
+    name = a.process or RunConfig().process["name"]
+    wrong = [k for k in ALL_PROCESS_OPTIONS if getattr(a, k) is not None and k not in PROCESS_OPTIONS[name]]
+    if wrong:
+        flags = ", ".join("--" + k.replace("_", "-") for k in wrong)
+        raise DifflabError(f"{flags} does not apply to --process {name}")
+    config = dict(RunConfig().process) if name == "ddpm" else {"name": name}
+    config.update({k: getattr(a, k) for k in PROCESS_OPTIONS[name] if getattr(a, k) is not None})
+    if name == "flow" and "t_max" not in config and a.target in ("eps", "score"):
+        config["t_max"] = 0.999        # alpha(1) = 0: an eps prediction at pure noise says nothing of x_0
+    return config
+
+
 def build_config(a: argparse.Namespace) -> RunConfig:
     base = RunConfig()
-    process = dict(base.process)
-    process.update({k: v for k, v in (("schedule", a.schedule), ("T", a.T)) if v is not None})
+    process = process_config(a)
+    time_sampling = a.time_sampling or ("discrete" if process["name"] == "ddpm" else "continuous")
     return updated(
         base,
         data=updated(DataConfig(), dataset=a.dataset, image_size=a.image_size, channels=a.channels,
                      class_cond=a.class_cond),
         model=a.model, process=process,
-        objective=DiffusionObjective(),
+        objective=updated(DiffusionObjective(), target=a.target, weighting=a.weighting, coupling=a.coupling,
+                          min_snr_gamma=a.min_snr_gamma, time_sampling=time_sampling),
         trainer=updated(TrainerConfig(), **{k: getattr(a, k) for k in TRAINER_FLAGS}),
         preview=updated(PreviewConfig(), sampler=a.preview_sampler, steps=a.preview_steps),
     )

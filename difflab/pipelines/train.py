@@ -37,13 +37,14 @@ def load_training_data(cfg: RunConfig, split: str = "train") -> ArrayDataset:
 
 
 def resolve_config(cfg: RunConfig, data: ArrayDataset) -> RunConfig:
-    """Fill in what depends on the data: the network sized for it (and its classes)."""
+    """Fill in what depends on the data (the network sized for it and its classes) and the process's defaults."""
     if cfg.data.class_cond and data.labels is None:
         raise DifflabError(f"--class-cond needs labels, and dataset {data.name!r} has none")
     num_classes = data.num_classes if cfg.data.class_cond else None
     net = cfg.network or network_config(cfg.model, data.example_shape, num_classes)
-    build_process(cfg.process)     # validate early
-    return replace(cfg, network=net)
+    process = build_process(cfg.process)
+    cfg.objective.check(process)
+    return replace(cfg, network=net, process=process.config())     # every process option written out
 
 
 def make_loss(process: GaussianProcess, cfg: RunConfig):

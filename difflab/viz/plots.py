@@ -94,3 +94,25 @@ def plot_points(groups: Sequence[tuple[str, Tensor]], path: Path | str, lim: flo
         if lim:
             ax.set(xlim=(-lim, lim), ylim=(-lim, lim))
     return _save(fig, path)
+
+
+def plot_paths_2d(panels: Sequence[tuple[str, Tensor]], data: Tensor, path: Path | str, title: str = "") -> Path:
+    """One panel per (title, paths (K, n, 2)): the data in grey, each path as a line from its start
+    (small dot, noise) to its end (large dot, sample)."""
+    fig = Figure(figsize=(3.6 * len(panels), 3.9))
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    d = data.detach().float().cpu().numpy()
+    lim = float(np.abs(d).max()) * 1.15
+    for ax, (name, paths) in zip(axes, panels):
+        p = paths.detach().float().cpu().numpy()              # (K, n, 2)
+        ax.scatter(d[:, 0], d[:, 1], s=1, c="0.8", zorder=0)
+        for j in range(p.shape[1]):
+            ax.plot(p[:, j, 0], p[:, j, 1], lw=0.7, alpha=0.8, color=f"C{j % 10}")
+        ax.scatter(p[0, :, 0], p[0, :, 1], s=4, c="k", zorder=3)
+        ax.scatter(p[-1, :, 0], p[-1, :, 1], s=12, c="C3", zorder=3)
+        ax.set(xlim=(-lim, lim), ylim=(-lim, lim), xticks=[], yticks=[])
+        ax.set_aspect("equal")
+        ax.set_title(name, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
