@@ -12,13 +12,13 @@ from difflab.networks.mlp import MLP, MLPConfig
 from difflab.networks.unet import UNet, UNetConfig
 
 UNET_PRESETS: dict[str, UNetConfig] = {
-    # ~0.4M parameters: the CPU default for 8x8 digits.
+    # 0.70M parameters: the CPU default for 8x8 digits.
     "tiny": UNetConfig(base_channels=32, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(1,)),
-    # ~2.5M: 8x8 to 28x28 on a CPU with patience.
+    # 4.0M: 8x8 to 28x28 on a CPU with patience.
     "small": UNetConfig(base_channels=64, channel_mults=(1, 2), num_res_blocks=2, attention_levels=(1,)),
-    # ~9M: 28x28 / 32x32 on a GPU.
+    # 15.3M: 28x28 / 32x32 on a GPU.
     "medium": UNetConfig(base_channels=96, channel_mults=(1, 2, 2), num_res_blocks=2, attention_levels=(1, 2)),
-    # Ho et al. (2020) CIFAR-10 model, ~36M: attention at 16x16, dropout 0.1.
+    # Ho et al. (2020) CIFAR-10 model, 35.7M: attention at 16x16, dropout 0.1.
     "ddpm-cifar10": UNetConfig(base_channels=128, channel_mults=(1, 2, 2, 2), num_res_blocks=2,
                                attention_levels=(1,), dropout=0.1),
 }
