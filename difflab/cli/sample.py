@@ -3,33 +3,90 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
-from difflab.cli.common import add, finite_float, positive_int
+from difflab.cli.common import add, finite_float, nonneg_int, positive_int
 from difflab.errors import DifflabError
-from difflab.samplers import SAMPLERS, SPACINGS, StepInfo
+from difflab.samplers import SAMPLERS, SPACINGS, StepInfo, sampler_options, time_grid
 from difflab.samplers.ddpm import VARIANCES
+from difflab.samplers.pc import CORRECTOR_RULES, PREDICTORS
+from difflab.samplers.sde import DIFFUSIONS
 
 TRAJECTORY_COLUMNS = 8
 TRAJECTORY_SAMPLES = 4
 
 
+@dataclass(frozen=True)
+class SamplerFlag:
+    """A command-line flag for the sampler option of the same name (e.g. --corrector-steps -> corrector_steps)."""
+
+    option: str
+    help: str
+    type: Callable[[str], Any] = str
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.option.replace("_", "-")
+
+    def takers(self) -> list[str]:
+        """The samplers that take this option."""
+        return [name for name in SAMPLERS if self.option in sampler_options(name)]
+
+    def defaults(self) -> str:
+        """'0.0 for ddim, 1.0 for euler-maruyama': the defaults read from the samplers' signatures."""
+        takers = self.takers()
+        if len(takers) == 1:
+            return str(sampler_options(takers[0])[self.option])
+        return ", ".join(f"{sampler_options(s)[self.option]} for {s}" for s in takers)
+
+
+SAMPLER_FLAGS = (
+    SamplerFlag("eta", "noise scale: ddim 0 is deterministic, 1 the DDPM posterior noise; euler-maruyama "
+                "scales the diffusion w(t), 0 is the Euler ODE", finite_float),
+    SamplerFlag("variance", "DDPM step variance: posterior (beta-tilde_t) or beta (beta_t)", choices=VARIANCES),
+    SamplerFlag("diffusion", "reverse-SDE diffusion w(t): sde = g(t)^2 (the process's own reverse SDE), sigma = "
+                "sigma(t) (bounded, as in SiT), auto = sigma where alpha(t_max) = 0 (flow), else sde",
+                choices=DIFFUSIONS),
+    SamplerFlag("predictor", "predictor of the predictor-corrector sampler", choices=PREDICTORS),
+    SamplerFlag("corrector_steps", "Langevin corrector steps after each predictor step", nonneg_int),
+    SamplerFlag("snr", "corrector signal-to-noise ratio r: step 2 a (r ||z|| / ||score||)^2", finite_float),
+    SamplerFlag("corrector_rule", "corrector step: expected = 2 a (r sigma)^2 (the rule with the norms' values for "
+                "noise-dominated x; keeps p_t in any dimension), per-sample = each sample's own norms (biased "
+                "by (D + 2)/D in D dimensions)", choices=CORRECTOR_RULES),
+    SamplerFlag("rtol", "relative tolerance of the adaptive solver", finite_float),
+    SamplerFlag("atol", "absolute tolerance of the adaptive solver", finite_float),
+    SamplerFlag("langevin_steps", "Langevin steps at each noise level", positive_int),
+    SamplerFlag("step_size", "Langevin step size c: step e_i = c sigma(t_i)^2", finite_float),
+)
+STEPS_HELP = ("times on the grid above 0, from t_max down to --t-min; NFE = steps for ddpm, ddim, euler-maruyama and "
+              "euler, 2 steps - 1 for heun, 4 steps - 3 for rk4, (1 + corrector-steps)(steps - 1) + 1 for pc, "
+              "langevin-steps x steps + 1 for langevin; dopri5 uses only the ends (its tolerances set the NFE)")
+SPACING_HELP = ("time grid: uniform in t, quadratic (dense near the data), karras (rho = 7 in sigma/alpha), "
+                "logsnr (uniform in log alpha^2/sigma^2)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="draw samples from a trained run", description=(
         "Sample a trained run (its EMA weights unless --raw) and write a PNG grid. The same --seed gives the "
-        "same images whatever --batch-size: sample i draws its noise from its own generator."))
+        "same images whatever --batch-size: sample i draws its noise from its own generator (dopri5 aside: its "
+        "adaptive steps are chosen for the whole batch). Any sampler works with any trained target and process."))
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="run folder (uses its latest checkpoint) or a step folder")
     add(p, "--sampler", f"sampler ({', '.join(SAMPLERS)})", "ddim", choices=tuple(SAMPLERS), metavar="NAME")
-    add(p, "--steps", "sampling steps (denoiser evaluations for ddpm/ddim)", 50, type=positive_int)
-    add(p, "--spacing", f"time grid spacing ({', '.join(SPACINGS)})", "uniform", choices=SPACINGS, metavar="NAME")
+    add(p, "--steps", STEPS_HELP, 50, type=positive_int)
+    add(p, "--spacing", SPACING_HELP, "uniform", choices=SPACINGS, metavar="NAME")
+    add(p, "--t-min", "smallest time above 0 on the grid, where the denoising step starts", "the process's t_min",
+        type=finite_float, dest="t_min")
     add(p, "--n", "number of samples", 64, type=positive_int)
     add(p, "--seed", "seed; sample i uses seed*1000003 + i", 0, type=int)
     add(p, "--batch-size", "samples per batch", 256, type=positive_int)
-    add(p, "--eta", "DDIM noise: 0 deterministic, 1 = DDPM posterior noise", 0.0, type=finite_float)
-    add(p, "--variance", f"DDPM step variance: posterior (beta-tilde_t) or beta (beta_t)", "posterior",
-        choices=VARIANCES)
+    for f in SAMPLER_FLAGS:
+        add(p, f.flag, f"{f.help}; for {', '.join(f.takers())}", f.defaults(), type=f.type, choices=f.choices,
+            dest=f.option)
     add(p, "--label", "class label for a class-conditional model (default: cycle through the classes)", type=int)
     p.add_argument("--clip-x0", dest="clip", action=argparse.BooleanOptionalAction, default=None,
                    help="clamp the x0 prediction to [-1, 1] (default: on for ddpm/ddim on images)")
@@ -41,24 +98,43 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def sampler_options(a: argparse.Namespace) -> dict:
-    if a.sampler == "ddim":
-        return {"eta": a.eta if a.eta is not None else 0.0}
-    if a.sampler == "ddpm":
-        return {"variance": a.variance or "posterior"}
-    return {}
+def chosen_options(a: argparse.Namespace, sampler: str) -> dict[str, Any]:
+    """The sampler options given on the command line; a one-line error for one the sampler does not take."""
+    takes = sampler_options(sampler)
+    options = {}
+    for f in SAMPLER_FLAGS:
+        value = getattr(a, f.option)
+        if value is None:
+            continue
+        if f.option not in takes:
+            raise DifflabError(f"{f.flag} applies to --sampler {' or '.join(f.takers())} only, not {sampler}")
+        options[f.option] = value
+    return options
+
+
+class TrajectoryRecorder:
+    """Keeps (t, x, x0_hat) of the first TRAJECTORY_SAMPLES samples at up to TRAJECTORY_COLUMNS times spread
+    over the grid: the first reported state at or below each chosen grid time (grid samplers report every
+    grid time; dopri5 reports its evaluations, trial stages included, so earlier times are skipped)."""
+
+    def __init__(self, grid: torch.Tensor) -> None:
+        above = grid[grid > 0]
+        pick = torch.linspace(0, len(above) - 1, min(TRAJECTORY_COLUMNS, len(above))).round().long().unique()
+        self.times = above[pick].tolist()                       # decreasing
+        self.columns: list[tuple[float, torch.Tensor, torch.Tensor]] = []
+
+    def __call__(self, info: StepInfo) -> None:
+        k = len(self.columns)
+        if k < len(self.times) and info.t <= self.times[k] * (1 + 1e-9) and (k == 0 or info.t < self.columns[-1][0]):
+            self.columns.append((info.t, info.x[:TRAJECTORY_SAMPLES].cpu(), info.x0[:TRAJECTORY_SAMPLES].cpu()))
 
 
 def run(a: argparse.Namespace) -> None:
     from difflab.pipelines.sample import default_labels, load_model, sample_run, save_samples
     from difflab.viz import plot_image_rows
 
-    if a.eta is not None and a.sampler != "ddim":
-        raise DifflabError("--eta applies to --sampler ddim only")
-    if a.variance is not None and a.sampler not in ("ddpm", None):
-        raise DifflabError("--variance applies to --sampler ddpm only")
     sampler, steps, n = a.sampler or "ddim", a.steps or 50, a.n or 64
-    a.sampler = sampler
+    options = chosen_options(a, sampler)
     model = load_model(a.checkpoint, ema=not a.raw, device=a.device or "auto")
     if a.label is not None:
         K = model.config.network.get("num_classes")
@@ -67,32 +143,26 @@ def run(a: argparse.Namespace) -> None:
         if not 0 <= a.label < K:
             raise DifflabError(f"--label must lie in [0, {K - 1}], got {a.label}")
     device = next(model.network.parameters()).device
-    frames: dict[int, tuple[float, torch.Tensor, torch.Tensor]] = {}
-    total = steps
-    keep = set(torch.linspace(0, total - 1, min(TRAJECTORY_COLUMNS, total)).round().long().tolist())
+    recorder = TrajectoryRecorder(time_grid(model.process, steps, a.spacing or "uniform", a.t_min))
 
-    def record(start: int):
-        def cb(info: StepInfo) -> None:
-            if info.index in keep:
-                frames[info.index] = (info.t, info.x[:TRAJECTORY_SAMPLES].cpu(), info.x0[:TRAJECTORY_SAMPLES].cpu())
-        return cb if start == 0 and a.trajectory else None
+    def record(start: int) -> TrajectoryRecorder | None:
+        return recorder if start == 0 and a.trajectory else None
 
     out = sample_run(model.network, model.process, model.config, sampler, steps, n, a.seed or 0, device=device,
-                     clip=a.clip, batch_size=a.batch_size or 256, spacing=a.spacing or "uniform",
-                     options=sampler_options(a), labels=default_labels(model.config, n, a.label), callback=record)
+                     clip=a.clip, batch_size=a.batch_size or 256, spacing=a.spacing or "uniform", t_min=a.t_min,
+                     options=options, labels=default_labels(model.config, n, a.label), callback=record)
     path = save_samples(out.x, Path(a.out or "samples.png"))
     print(f"{n} samples with {sampler} ({out.nfe} NFE) in {out.seconds:.2f} s from {model.checkpoint} "
           f"(step {model.step}, {'raw' if a.raw else 'EMA'} weights) -> {path}")
     if a.trajectory:
         if len(model.example_shape) != 3:
             raise DifflabError("--trajectory draws images; for 2-D data use difflab flow2d")
-        idx = sorted(frames)
-        times = [frames[i][0] for i in idx] + [0.0]
-        k = min(TRAJECTORY_SAMPLES, n)
+        columns = recorder.columns
+        times = [t for t, _, _ in columns] + [0.0]
         rows = []
-        for j in range(k):
-            rows.append((f"x_t #{j}", torch.stack([frames[i][1][j] for i in idx] + [out.x[j]])))
-            rows.append((f"x0_hat #{j}", torch.stack([frames[i][2][j] for i in idx] + [out.x[j]])))
+        for j in range(min(TRAJECTORY_SAMPLES, n)):
+            rows.append((f"x_t #{j}", torch.stack([x[j] for _, x, _ in columns] + [out.x[j]])))
+            rows.append((f"x0_hat #{j}", torch.stack([x0[j] for _, _, x0 in columns] + [out.x[j]])))
         traj = path.with_name(path.stem + "_trajectory.png")
-        plot_image_rows(rows, times, traj, title=f"{sampler}, {steps} steps: x_t and the predicted x_0")
+        plot_image_rows(rows, times, traj, title=f"{sampler}, {out.nfe} NFE: x_t and the predicted x_0")
         print(f"trajectory -> {traj}")

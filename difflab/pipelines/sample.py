@@ -15,7 +15,7 @@ from difflab.denoiser import ClippedDenoiser, Denoiser, NetworkDenoiser
 from difflab.networks import build_network
 from difflab.process import GaussianProcess, build_process
 from difflab.rng import PerSampleNoise
-from difflab.samplers import get_sampler, time_grid
+from difflab.samplers import check_options, get_sampler, time_grid
 from difflab.samplers.base import Callback
 from difflab.training import resolve_device
 from difflab.training.checkpoint import load_weights, read_json, resolve_checkpoint
@@ -77,14 +77,17 @@ class Generated:
 
 @torch.no_grad()
 def generate(denoiser: Denoiser, shape: tuple[int, ...], sampler: str, steps: int, n: int, seed: int, *,
-             batch_size: int = 256, spacing: str = "uniform", options: dict[str, Any] | None = None,
-             labels: Tensor | None = None, device: torch.device | str = "cpu",
+             batch_size: int = 256, spacing: str = "uniform", t_min: float | None = None,
+             options: dict[str, Any] | None = None, labels: Tensor | None = None, device: torch.device | str = "cpu",
              callback: Callable[[int], Callback | None] | None = None) -> Generated:
     """n samples; sample i draws all its noise from a generator seeded with seed * 1000003 + i, so it is
-    the same whatever the batch size. ``callback(batch_start)`` may return a per-step callback."""
+    the same whatever the batch size (dopri5 aside: its step control sees the whole batch). The grid runs
+    from the process's t_max to ``t_min`` (default: the process's), then 0. ``callback(batch_start)`` may
+    return a per-step callback."""
     fn = get_sampler(sampler)
+    check_options(sampler, options or {})
     process = denoiser.process
-    ts = time_grid(process, steps, spacing)
+    ts = time_grid(process, steps, spacing, t_min)
     device = torch.device(device)
     out, nfe, t0 = [], 0, time.perf_counter()
     for start in range(0, n, batch_size):
@@ -95,7 +98,7 @@ def generate(denoiser: Denoiser, shape: tuple[int, ...], sampler: str, steps: in
         res = fn(denoiser, x, ts, noise=noise, cond=cond, callback=callback(start) if callback else None,
                  **(options or {}))
         out.append(res.x.cpu())
-        nfe = res.nfe
+        nfe = max(nfe, res.nfe)                  # dopri5's NFE may differ between batches
     return Generated(torch.cat(out), nfe, time.perf_counter() - t0)
 
 

@@ -5,7 +5,8 @@ A sampler is a stateless function
     sampler(denoiser, x, ts, *, noise=None, cond=None, callback=None, **options) -> SampleResult
 
 where x (B, ...) is the starting noise at time ts[0] (already scaled by the prior std) and ts is a
-decreasing float64 time grid ending at 0. The step onto t = 0 returns the denoiser's x0 prediction.
+decreasing float64 time grid ending at 0. The step onto t = 0 returns the denoiser's x0 prediction
+(the denoising step); a grid that stops above 0 returns the state at its last time.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import Tensor
 
 from difflab.denoiser import Denoiser, Prediction
 from difflab.errors import DifflabError
+from difflab.process.base import as_time
 
 
 @dataclass(frozen=True)
@@ -60,3 +62,19 @@ def check_grid(ts: Tensor) -> list[float]:
 def require_noise(noise: object, sampler: str) -> None:
     if noise is None:
         raise DifflabError(f"sampler {sampler!r} is stochastic: pass noise= (e.g. PerSampleNoise(seeds))")
+
+
+Step = Callable[[Tensor, Prediction, float, float], Tensor]   # (x_t, prediction at (x_t, t), t, s) -> x_s
+
+
+def run_grid(model: CountingDenoiser, x: Tensor, grid: list[float], step: Step, cond: Tensor | None = None,
+             callback: Callback | None = None) -> SampleResult:
+    """The loop every grid sampler shares. At each (t, s) of the grid: evaluate the model at (x_t, t),
+    report StepInfo(k, t, x_t, x0_hat), then x_s = step(x_t, prediction, t, s); the step onto s = 0 is the
+    denoising step x_0 = x0_hat. x: (B, ...). ``step`` may evaluate ``model`` again (Heun, RK4, correctors)."""
+    for k, (t, s) in enumerate(zip(grid[:-1], grid[1:])):
+        pred = model(x, as_time(t), cond)
+        if callback is not None:
+            callback(StepInfo(k, t, x, pred.x0))
+        x = pred.x0 if s == 0.0 else step(x, pred, t, s)
+    return SampleResult(x, model.nfe)

@@ -8,14 +8,13 @@ eta = 1 is DDPM ancestral sampling with the posterior variance.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from difflab.denoiser import Denoiser
+from difflab.denoiser import Denoiser, Prediction
 from difflab.errors import DifflabError
 from difflab.process.base import as_time, expand_to
 from difflab.rng import Noise
-from difflab.samplers.base import Callback, CountingDenoiser, SampleResult, StepInfo, check_grid, require_noise
+from difflab.samplers.base import Callback, CountingDenoiser, SampleResult, check_grid, require_noise, run_grid
 
 
 def sample_ddim(denoiser: Denoiser, x: Tensor, ts: Tensor, *, noise: Noise | None = None,
@@ -25,20 +24,13 @@ def sample_ddim(denoiser: Denoiser, x: Tensor, ts: Tensor, *, noise: Noise | Non
         raise DifflabError(f"--eta must lie in [0, 1], got {eta}")
     if eta > 0:
         require_noise(noise, "ddim with eta > 0")
-    grid, model = check_grid(ts), CountingDenoiser(denoiser)
     process = denoiser.process
-    for k, (t, s) in enumerate(zip(grid[:-1], grid[1:])):
-        pred = model(x, torch.tensor(t), cond)
-        if callback is not None:
-            callback(StepInfo(k, t, x, pred.x0))
-        if s == 0.0:
-            x = pred.x0
-        else:
-            t_, s_ = as_time(t), as_time(s)
-            a_s, sig_s = process.alpha_sigma(s_)
-            post_var = process.posterior_coefficients(t_, s_)[2]
-            c2 = eta**2 * post_var
-            x = expand_to(a_s, x) * pred.x0 + expand_to((sig_s**2 - c2).clamp_min(0).sqrt(), x) * pred.eps
-            if eta > 0:
-                x = x + expand_to(c2.sqrt(), x) * noise.randn_like(x)
-    return SampleResult(x, model.nfe)
+
+    def step(x: Tensor, pred: Prediction, t: float, s: float) -> Tensor:
+        t_, s_ = as_time(t), as_time(s)
+        a_s, sig_s = process.alpha_sigma(s_)
+        c2 = eta**2 * process.posterior_coefficients(t_, s_)[2]           # eta^2 Var[q(x_s | x_t, x_0)]
+        x_s = expand_to(a_s, x) * pred.x0 + expand_to((sig_s**2 - c2).clamp_min(0).sqrt(), x) * pred.eps
+        return x_s + expand_to(c2.sqrt(), x) * noise.randn_like(x) if eta > 0 else x_s
+
+    return run_grid(CountingDenoiser(denoiser), x, check_grid(ts), step, cond, callback)

@@ -9,14 +9,13 @@ the respaced sampler of Nichol & Dhariwal (2021).
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from difflab.denoiser import Denoiser
+from difflab.denoiser import Denoiser, Prediction
 from difflab.errors import DifflabError
 from difflab.process.base import as_time, expand_to, transition_variance
 from difflab.rng import Noise
-from difflab.samplers.base import Callback, CountingDenoiser, SampleResult, StepInfo, check_grid, require_noise
+from difflab.samplers.base import Callback, CountingDenoiser, SampleResult, check_grid, require_noise, run_grid
 
 VARIANCES = ("posterior", "beta")
 
@@ -28,18 +27,13 @@ def sample_ddpm(denoiser: Denoiser, x: Tensor, ts: Tensor, *, noise: Noise | Non
     if variance not in VARIANCES:
         raise DifflabError(f"unknown DDPM variance {variance!r}; choose one of {', '.join(VARIANCES)}")
     require_noise(noise, "ddpm")
-    grid, model = check_grid(ts), CountingDenoiser(denoiser)
     process = denoiser.process
-    for k, (t, s) in enumerate(zip(grid[:-1], grid[1:])):
-        pred = model(x, torch.tensor(t), cond)
-        if callback is not None:
-            callback(StepInfo(k, t, x, pred.x0))
-        if s == 0.0:
-            x = pred.x0                                                    # final step: the denoised mean
-        else:
-            t_, s_ = as_time(t), as_time(s)
-            mean, var = process.posterior(x, pred.x0, t_, s_)
-            if variance == "beta":
-                var = transition_variance(*process.alpha_sigma(t_), *process.alpha_sigma(s_))
-            x = mean + expand_to(var.sqrt(), x) * noise.randn_like(x)      # x_s = mu + sigma z
-    return SampleResult(x, model.nfe)
+
+    def step(x: Tensor, pred: Prediction, t: float, s: float) -> Tensor:
+        t_, s_ = as_time(t), as_time(s)
+        mean, var = process.posterior(x, pred.x0, t_, s_)
+        if variance == "beta":
+            var = transition_variance(*process.alpha_sigma(t_), *process.alpha_sigma(s_))
+        return mean + expand_to(var.sqrt(), x) * noise.randn_like(x)          # x_s = mu + sigma z
+
+    return run_grid(CountingDenoiser(denoiser), x, check_grid(ts), step, cond, callback)

@@ -1,0 +1,65 @@
+"""Benchmark every sampler on the analytic Gaussian mixture and print ratios.
+
+    python bench/bench_samplers.py [--dims 2,64] [--nfe 5,10,20,50,100,200] [--n 2000] [--process vp]
+
+Runs `difflab bench-samplers` (difflab.pipelines.bench_samplers) and prints, besides its tables:
+  * error / floor: each sampler's sliced W2 on its best time grid over the finite-sample floor
+    (1 = indistinguishable from exact samples at this n);
+  * RMS / euler RMS: for the ODE solvers, the error against the reference solve relative to Euler's at
+    the same target NFE, each on its best grid (below 1: more accurate than Euler for the same cost).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from difflab.pipelines.bench_samplers import BENCH_NFE, ODE_SAMPLERS, BenchResult, bench_samplers, format_tables
+
+
+def best(result: BenchResult, dim: int, process: str, sampler: str, target: int, key: str) -> tuple[float, str] | None:
+    """(smallest value of ``key`` over the time grids, that grid) for one cell, or None."""
+    cells = [(getattr(r, key), r.spacing) for r in result.rows
+             if (r.dim, r.process, r.sampler, r.target_nfe) == (dim, process, sampler, target)
+             and getattr(r, key) is not None]
+    return min(cells) if cells else None
+
+
+def ratio_tables(result: BenchResult) -> str:
+    out = []
+    targets = sorted({r.target_nfe for r in result.rows})
+    samplers = list(dict.fromkeys(r.sampler for r in result.rows))
+    head = f"{'sampler':15s}" + "".join(f"{'NFE~' + str(k):>19s}" for k in targets)
+    for dim, process in dict.fromkeys((r.dim, r.process) for r in result.rows):
+        floor = result.floors[f"{dim}/{process}"]
+        out += ["", f"== {dim}-D, {process}: sliced W2 / floor ({floor:.4f}), best grid", head]
+        for s in samplers:
+            cells = [best(result, dim, process, s, k, "sw2") for k in targets]
+            out.append(f"{s:15s}" + "".join(f"{c[0] / floor:8.2f} {c[1]:>10s}" if c else f"{'-':>19s}" for c in cells))
+        if "euler" in samplers:
+            out += ["", f"== {dim}-D, {process}: RMS to the reference / euler's RMS at the same NFE, best grids", head]
+            for s in (s for s in samplers if s in ODE_SAMPLERS):
+                cells = []
+                for k in targets:
+                    mine, euler = best(result, dim, process, s, k, "rms"), best(result, dim, process, "euler", k, "rms")
+                    cells.append(f"{mine[0] / euler[0]:8.3f} {mine[1]:>10s}" if mine and euler else f"{'-':>19s}")
+                out.append(f"{s:15s}" + "".join(cells))
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dims", default="2,64", help="comma-separated dimensions (default: 2,64)")
+    p.add_argument("--nfe", default=",".join(map(str, BENCH_NFE)), help="comma-separated target NFE")
+    p.add_argument("--n", type=int, default=2000, help="samples per run (default: 2000)")
+    p.add_argument("--process", default="vp", help="comma-separated processes (default: vp)")
+    a = p.parse_args(argv)
+    result = bench_samplers(dims=[int(d) for d in a.dims.split(",")], nfes=[int(k) for k in a.nfe.split(",")],
+                            n=a.n, processes=a.process.split(","),
+                            progress=lambda msg: print(f"... {msg}", file=sys.stderr, flush=True))
+    print(format_tables(result))
+    print(ratio_tables(result))
+
+
+if __name__ == "__main__":
+    main()
