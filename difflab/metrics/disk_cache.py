@@ -1,0 +1,87 @@
+"""The on-disk cache that metrics share: one folder per entry, holding tensors.safetensors + meta.json.
+
+    $DIFFLAB_CACHE (default ~/.cache/difflab)/KIND/NAME/tensors.safetensors
+                                                   /meta.json
+
+An entry is filled under a temporary name and renamed into place, so a reader sees a whole entry or
+none. A missing or damaged entry reads as a miss (None); the caller recomputes and writes it again.
+Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from difflab.data.dataset import one_line
+
+CACHE_ENV = "DIFFLAB_CACHE"
+TENSORS = "tensors.safetensors"
+META = "meta.json"
+
+
+def cache_root(override: Path | str | None = None) -> Path:
+    """``override``, else $DIFFLAB_CACHE, else ~/.cache/difflab (not created here)."""
+    if override is not None:
+        return Path(override).expanduser()
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "difflab"
+
+
+def read_entry(folder: Path) -> tuple[dict[str, Tensor], dict[str, Any]] | None:
+    """(tensors, meta) of the entry in ``folder``, or None if it is absent or unreadable (with a warning)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    try:
+        meta = json.loads((folder / META).read_text())
+        tensors = load_file(str(folder / TENSORS))
+    except (OSError, ValueError, SafetensorError) as e:  # JSONDecodeError is a ValueError
+        warnings.warn(f"ignoring the damaged cache entry {folder} ({one_line(e)}); it will be recomputed",
+                      stacklevel=2)
+        return None
+    if not isinstance(meta, dict):
+        warnings.warn(f"ignoring the damaged cache entry {folder} (meta.json is not an object)", stacklevel=2)
+        return None
+    return tensors, meta
+
+
+def write_entry(folder: Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> bool:
+    """Write an entry atomically to ``folder`` (parents created), replacing a damaged one.
+
+    Returns False, with a warning, if the cache cannot be written (read-only or full disk): a cache
+    is an optimisation, so the caller goes on with the values it computed.
+    """
+    folder, tmp = Path(folder), None
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".tmp_{folder.name}_"))
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / TENSORS))
+        (tmp / META).write_text(json.dumps(meta, indent=1, sort_keys=True))
+        for path in tmp.iterdir():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+        if folder.exists():  # a damaged or outdated entry: a usable one would have been read instead
+            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            if read_entry(folder) is None:  # unless another process wrote a whole entry meanwhile
+                raise
+    except OSError as e:
+        warnings.warn(f"cannot write the cache entry {folder} ({one_line(e)}); set ${CACHE_ENV} to a "
+                      "writable folder to keep results between runs", stacklevel=2)
+        return False
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return True
