@@ -47,7 +47,8 @@ class GaussianMixtureDenoiser:
     def gaussian(cls, process: GaussianProcess, mean: float, std: float, example_shape: tuple[int, ...]) -> GaussianMixtureDenoiser:
         """Isotropic N(mean, std^2 I) data of the given shape."""
         D = math.prod(example_shape)
-        return cls(process, torch.full((1, D), float(mean)), torch.full((1,), float(std)), example_shape=example_shape)
+        return cls(process, torch.full((1, D), float(mean), dtype=torch.float64),
+                   torch.full((1,), float(std), dtype=torch.float64), example_shape=example_shape)
 
     def _components(self, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """Flattened x (B, D), alpha and sigma (B or 1, 1, 1), per-component marginal variance (B, K, D)

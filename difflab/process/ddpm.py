@@ -65,6 +65,18 @@ class DDPMProcess(GaussianProcess):
         return expand_to(coef_x0, x_t) * x0 + expand_to(coef_xt, x_t) * x_t, var
 
     # --- the continuous path ---------------------------------------------------------------------
+    def time_at_log_snr(self, log_snr: Tensor, iters: int = 64) -> Tensor:
+        """Exact inverse of lambda(t) on the interpolated path: alpha_bar = sigmoid(lambda), so
+        log alpha_bar = -softplus(-lambda), found in its cell of the (decreasing) log alpha_bar table."""
+        lam = as_time(log_snr)
+        log_ab = -torch.nn.functional.softplus(-lam)
+        table = self._log_alpha_bar.to(lam.device)
+        # index of the cell [i, i + 1] with table[i] >= log_ab >= table[i + 1]; searchsorted needs increasing
+        i = (self.T - torch.searchsorted(table.flip(0).contiguous(), log_ab.contiguous())).clamp(0, self.T - 1)
+        lo, hi = table[i], table[i + 1]
+        w = ((log_ab - lo) / (hi - lo)).clamp(0, 1)
+        return (i + w) / self.T
+
     def coefficients(self, t: Tensor) -> PathCoefficients:
         t = as_time(t)
         u = t * self.T
