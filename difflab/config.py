@@ -35,6 +35,17 @@ class PreviewConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    """Metrics logged during training (eval.jsonl), on samples drawn as the preview grids are."""
+
+    every: int = 0                   # steps between evaluations; 0 = never
+    n: int = 500                     # samples per evaluation
+    features: str = "builtin"        # builtin | inception
+    inception_weights: str | None = None
+    fid_resamples: int = 10
+
+
+@dataclass(frozen=True)
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: str = "tiny"                                    # network preset
@@ -43,6 +54,7 @@ class RunConfig:
     objective: DiffusionObjective = field(default_factory=DiffusionObjective)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     preview: PreviewConfig = field(default_factory=PreviewConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
     version: str = __version__
 
     def to_dict(self) -> dict[str, Any]:
@@ -55,7 +67,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         sections = {"data": DataConfig, "objective": DiffusionObjective, "trainer": TrainerConfig,
-                    "preview": PreviewConfig}
+                    "preview": PreviewConfig, "evaluation": EvalConfig}
         try:
             values = {k: (_build(sections[k], v) if k in sections else v) for k, v in d.items()}
             return cls(**values)

@@ -15,6 +15,16 @@ from difflab.training import TrainerConfig
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory):
+    """difflab's cache (built-in classifiers, reference statistics) in a temporary folder shared by the session:
+    no test writes to the home folder, and the digits classifier is trained once."""
+    with pytest.MonkeyPatch.context() as mp:
+        path = tmp_path_factory.mktemp("difflab_cache")
+        mp.setenv("DIFFLAB_CACHE", str(path))
+        yield path
+
+
 def tiny_config(steps: int = 20, **trainer) -> RunConfig:
     """The default run (digits, tiny U-Net, DDPM linear) made small enough for a test."""
     tc = replace(TrainerConfig(), steps=steps, batch_size=32, warmup=5, log_every=5, checkpoint_every=10,

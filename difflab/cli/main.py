@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from difflab import __version__
-from difflab.cli import bench, plots, sample, train
+from difflab.cli import bench, evaluate, plots, sample, train
 from difflab.cli.common import Parser
 from difflab.errors import DifflabError
 
@@ -14,7 +14,7 @@ def build_parser() -> Parser:
     parser = Parser(prog="difflab", description="Diffusion and flow-matching models: train, sample, measure.")
     parser.add_argument("--version", action="version", version=f"difflab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
-    for module in (train, sample, plots, bench):
+    for module in (train, sample, evaluate, plots, bench):
         module.register(sub)
     return parser
 

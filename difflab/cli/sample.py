@@ -70,18 +70,15 @@ SPACING_HELP = ("time grid: uniform in t, quadratic (dense near the data), karra
                 "logsnr (uniform in log alpha^2/sigma^2)")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sample", help="draw samples from a trained run", description=(
-        "Sample a trained run (its EMA weights unless --raw) and write a PNG grid. The same --seed gives the "
-        "same images whatever --batch-size: sample i draws its noise from its own generator (dopri5 aside: its "
-        "adaptive steps are chosen for the whole batch). Any sampler works with any trained target and process."))
+def add_sampling_flags(p: argparse.ArgumentParser, default_n: int) -> None:
+    """The options that say how to draw samples from a run: shared by `difflab sample` and `difflab eval`."""
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="run folder (uses its latest checkpoint) or a step folder")
     add(p, "--sampler", f"sampler ({', '.join(SAMPLERS)})", "ddim", choices=tuple(SAMPLERS), metavar="NAME")
     add(p, "--steps", STEPS_HELP, 50, type=positive_int)
-    add(p, "--spacing", SPACING_HELP, "uniform", choices=SPACINGS, metavar="NAME")
+    add(p, "--spacing", f"{SPACING_HELP}", "uniform", choices=SPACINGS, metavar="NAME")
     add(p, "--t-min", "smallest time above 0 on the grid, where the denoising step starts", "the process's t_min",
         type=finite_float, dest="t_min")
-    add(p, "--n", "number of samples", 64, type=positive_int)
+    add(p, "--n", "number of samples", default_n, type=positive_int)
     add(p, "--seed", "seed; sample i uses seed*1000003 + i", 0, type=int)
     add(p, "--batch-size", "samples per batch", 256, type=positive_int)
     for f in SAMPLER_FLAGS:
@@ -91,11 +88,50 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clip-x0", dest="clip", action=argparse.BooleanOptionalAction, default=None,
                    help="clamp the x0 prediction to [-1, 1] (default: on for ddpm/ddim on images)")
     p.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
+    add(p, "--device", "auto, cpu, cuda or cuda:N", "auto")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sample", help="draw samples from a trained run", description=(
+        "Sample a trained run (its EMA weights unless --raw) and write a PNG grid. The same --seed gives the "
+        "same images whatever --batch-size: sample i draws its noise from its own generator (dopri5 aside: its "
+        "adaptive steps are chosen for the whole batch). Any sampler works with any trained target and process."))
+    add_sampling_flags(p, default_n=64)
     p.add_argument("--trajectory", action="store_true",
                    help="also write OUT_trajectory.png: x_t and the predicted x_0 at a few times from T down to 0")
-    add(p, "--device", "auto, cpu, cuda or cuda:N", "auto")
     add(p, "--out", "output PNG", "samples.png")
     p.set_defaults(func=run)
+
+
+@dataclass
+class Sampling:
+    """What add_sampling_flags parsed, resolved: the loaded model and the keyword arguments of sample_run."""
+
+    model: Any                     # pipelines.sample.LoadedModel
+    sampler: str
+    steps: int
+    n: int
+    kwargs: dict[str, Any]         # seed, device, clip, batch_size, spacing, t_min, options, labels
+
+
+def resolve_sampling(a: argparse.Namespace, default_n: int) -> Sampling:
+    """Load the run and check the sampling options; every mistake is a one-line DifflabError."""
+    from difflab.pipelines.sample import default_labels, load_model
+
+    sampler, steps, n = a.sampler or "ddim", a.steps or 50, a.n or default_n
+    options = chosen_options(a, sampler)
+    model = load_model(a.checkpoint, ema=not a.raw, device=a.device or "auto")
+    if a.label is not None:
+        K = model.config.network.get("num_classes")
+        if not K:
+            raise DifflabError("--label needs a class-conditional run (trained with --class-cond)")
+        if not 0 <= a.label < K:
+            raise DifflabError(f"--label must lie in [0, {K - 1}], got {a.label}")
+    device = next(model.network.parameters()).device
+    kwargs = dict(seed=a.seed or 0, device=device, clip=a.clip, batch_size=a.batch_size or 256,
+                  spacing=a.spacing or "uniform", t_min=a.t_min, options=options,
+                  labels=default_labels(model.config, n, a.label))
+    return Sampling(model, sampler, steps, n, kwargs)
 
 
 def chosen_options(a: argparse.Namespace, sampler: str) -> dict[str, Any]:
@@ -130,27 +166,17 @@ class TrajectoryRecorder:
 
 
 def run(a: argparse.Namespace) -> None:
-    from difflab.pipelines.sample import default_labels, load_model, sample_run, save_samples
+    from difflab.pipelines.sample import sample_run, save_samples
     from difflab.viz import plot_image_rows
 
-    sampler, steps, n = a.sampler or "ddim", a.steps or 50, a.n or 64
-    options = chosen_options(a, sampler)
-    model = load_model(a.checkpoint, ema=not a.raw, device=a.device or "auto")
-    if a.label is not None:
-        K = model.config.network.get("num_classes")
-        if not K:
-            raise DifflabError("--label needs a class-conditional run (trained with --class-cond)")
-        if not 0 <= a.label < K:
-            raise DifflabError(f"--label must lie in [0, {K - 1}], got {a.label}")
-    device = next(model.network.parameters()).device
+    job = resolve_sampling(a, default_n=64)
+    model, sampler, steps, n = job.model, job.sampler, job.steps, job.n
     recorder = TrajectoryRecorder(time_grid(model.process, steps, a.spacing or "uniform", a.t_min))
 
     def record(start: int) -> TrajectoryRecorder | None:
         return recorder if start == 0 and a.trajectory else None
 
-    out = sample_run(model.network, model.process, model.config, sampler, steps, n, a.seed or 0, device=device,
-                     clip=a.clip, batch_size=a.batch_size or 256, spacing=a.spacing or "uniform", t_min=a.t_min,
-                     options=options, labels=default_labels(model.config, n, a.label), callback=record)
+    out = sample_run(model.network, model.process, model.config, sampler, steps, n, callback=record, **job.kwargs)
     path = save_samples(out.x, Path(a.out or "samples.png"))
     print(f"{n} samples with {sampler} ({out.nfe} NFE) in {out.seconds:.2f} s from {model.checkpoint} "
           f"(step {model.step}, {'raw' if a.raw else 'EMA'} weights) -> {path}")

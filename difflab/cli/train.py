@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from difflab.cli.common import add, finite_float, nonneg_int, positive_int
-from difflab.config import DataConfig, PreviewConfig, RunConfig, updated
+from difflab.config import DataConfig, EvalConfig, PreviewConfig, RunConfig, updated
 from difflab.data import DATASET_NAMES
 from difflab.errors import DifflabError
 from difflab.networks import PRESETS
@@ -20,6 +20,7 @@ TRAINER_FLAGS = ("steps", "batch_size", "lr", "warmup", "weight_decay", "grad_cl
                  "log_every", "checkpoint_every", "sample_every", "device", "precision")
 # options that may change when a run is resumed (the rest must match the run's config.json)
 RESUMABLE = ("steps", "log_every", "checkpoint_every", "sample_every", "device")
+EVAL_FLAGS = {"eval_every": "every", "eval_n": "n", "eval_features": "features", "inception_weights": "inception_weights"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,6 +70,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     add(p, "--preview-sampler", "sampler for those grids", PreviewConfig().sampler, choices=tuple(SAMPLERS),
         metavar="NAME")
     add(p, "--preview-steps", "sampler steps for those grids", PreviewConfig().steps, type=positive_int)
+    ev = EvalConfig()
+    add(p, "--eval-every", "steps between evaluations of the EMA model (FID, KID, IS, precision/recall of "
+        "--eval-n samples drawn like the preview grids, logged to eval.jsonl); 0 = never", ev.every, type=nonneg_int)
+    add(p, "--eval-n", "samples per evaluation", ev.n, type=positive_int)
+    add(p, "--eval-features", "feature extractor for those metrics (builtin, inception)", ev.features,
+        choices=("builtin", "inception"), metavar="KIND")
+    add(p, "--inception-weights", "FID Inception-v3 weights for --eval-features inception", metavar="FILE")
     add(p, "--device", "auto, cpu, cuda or cuda:N", t.device)
     add(p, "--precision", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16", t.precision,
         choices=("auto", "fp32", "bf16"))
@@ -111,19 +119,25 @@ def build_config(a: argparse.Namespace) -> RunConfig:
                           min_snr_gamma=a.min_snr_gamma, time_sampling=time_sampling),
         trainer=updated(TrainerConfig(), **{k: getattr(a, k) for k in TRAINER_FLAGS}),
         preview=updated(PreviewConfig(), sampler=a.preview_sampler, steps=a.preview_steps),
+        evaluation=eval_config(EvalConfig(), a),
     )
+
+
+def eval_config(base: EvalConfig, a: argparse.Namespace) -> EvalConfig:
+    return updated(base, **{key: getattr(a, flag) for flag, key in EVAL_FLAGS.items()})
 
 
 def resumed_config(a: argparse.Namespace) -> RunConfig:
     """The run's saved config with only the options that may change on resume applied."""
-    given = [k for k, v in vars(a).items() if v is not None and k not in RESUMABLE
+    given = [k for k, v in vars(a).items() if v is not None and k not in RESUMABLE and k not in EVAL_FLAGS
              and k not in ("resume", "out", "quiet", "func", "command")]
     if given:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
-        raise DifflabError(f"{flags} cannot change when resuming (the run's config.json holds them); "
-                           f"only {', '.join('--' + k.replace('_', '-') for k in RESUMABLE)} can")
+        can = ", ".join("--" + k.replace("_", "-") for k in (*RESUMABLE, *EVAL_FLAGS))
+        raise DifflabError(f"{flags} cannot change when resuming (the run's config.json holds them); only {can} can")
     cfg = RunConfig.load(Path(a.resume))
-    return updated(cfg, trainer=updated(cfg.trainer, **{k: getattr(a, k) for k in RESUMABLE}))
+    return updated(cfg, trainer=updated(cfg.trainer, **{k: getattr(a, k) for k in RESUMABLE}),
+                   evaluation=eval_config(cfg.evaluation, a))
 
 
 def run(a: argparse.Namespace) -> None:

@@ -11,7 +11,8 @@ from typing import Any
 class MetricsReport:
     """FID with a bootstrap interval, KID mean +- std, IS mean +- std, precision and recall.
 
-    fid_interval: (low, high) percentile-bootstrap interval at fid_level, from fid_resamples resamples.
+    fid_interval: (low, high) bootstrap interval at fid_level (re-centred on the estimate, see
+    fid.fid_bootstrap_interval), from fid_resamples resamples.
     kid_*: over kid_subsets subsets of kid_subset_size images; is_*: over is_splits splits.
     extractor_info: what the feature extractor is (e.g. the built-in classifier's test accuracy).
     """

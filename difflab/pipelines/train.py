@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from difflab.config import RunConfig
 from difflab.data import ArrayDataset, load_dataset
@@ -16,10 +19,12 @@ from difflab.networks import build_network, network_config
 from difflab.objectives import diffusion_loss
 from difflab.pipelines.sample import sample_run, save_samples
 from difflab.process import GaussianProcess, build_process
-from difflab.training import Trainer, read_log
+from difflab.training import Hook, Trainer, read_log, resolve_device
 from difflab.training.checkpoint import CHECKPOINTS, resolve_checkpoint
-from difflab.training.trainer import LOG
+from difflab.training.trainer import LOG, truncate_log
 from difflab.viz import plot_loss_curve
+
+EVAL_LOG = "eval.jsonl"
 
 
 @dataclass
@@ -54,15 +59,36 @@ def make_loss(process: GaussianProcess, cfg: RunConfig):
     return loss_fn
 
 
+def eval_hook(cfg: RunConfig, process: GaussianProcess, run_dir: Path) -> Callable[[int, nn.Module], None]:
+    """A hook that measures the EMA model's samples (drawn like the preview grids) and appends to eval.jsonl.
+    The feature extractor is built once, here, so each evaluation costs the sampling and one feature pass."""
+    from difflab.metrics import MetricOptions
+    from difflab.pipelines.evaluate import evaluate, run_extractor
+
+    e, p = cfg.evaluation, cfg.preview
+    device = resolve_device(cfg.trainer.device)
+    extractor = run_extractor(cfg, e.features, e.inception_weights, device=device)
+
+    def hook(step: int, ema_model: nn.Module) -> None:
+        result = evaluate(ema_model, process, cfg, sampler=p.sampler, steps=p.steps, n=e.n, seed=p.seed,
+                          extractor=extractor, metric_options=MetricOptions(fid_resamples=e.fid_resamples),
+                          device=device, step=step)
+        with open(run_dir / EVAL_LOG, "a") as f:
+            f.write(json.dumps(result.to_dict()) + "\n")
+        tqdm.write(f"step {step}: FID {result.report.fid:.4f}, KID {result.report.kid_mean:.5f}, "
+                   f"IS {result.report.is_mean:.3f}, precision {result.report.precision:.3f}, "
+                   f"recall {result.report.recall:.3f}")
+    return hook
+
+
 def train(cfg: RunConfig, run_dir: Path | str, resume: bool = False, progress: bool = True) -> TrainResult:
     """Train (or, with resume, continue) the run in ``run_dir``; returns its timing and final loss."""
     run_dir = Path(run_dir)
     data = load_training_data(cfg)
     cfg = resolve_config(cfg, data)
-    if not resume:
-        if (run_dir / CHECKPOINTS).exists():
-            raise DifflabError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --out")
-        cfg.save(run_dir)
+    if not resume and (run_dir / CHECKPOINTS).exists():
+        raise DifflabError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --out")
+    cfg.save(run_dir)                  # on resume: the new --steps, logging and evaluation options
     process = build_process(cfg.process)
     network = build_network(cfg.network)
     if data.kind == "image" and tuple(data.example_shape) != (cfg.network["in_channels"], cfg.network["image_size"], cfg.network["image_size"]):
@@ -75,10 +101,14 @@ def train(cfg: RunConfig, run_dir: Path | str, resume: bool = False, progress: b
         save_samples(samples, run_dir / "samples.png")
         plot_loss_curve(read_log(run_dir / LOG), run_dir / "loss.png")
 
+    hooks = [Hook(cfg.trainer.sample_every, on_sample)]
+    if cfg.evaluation.every:
+        hooks.append(Hook(cfg.evaluation.every, eval_hook(cfg, process, run_dir), at_end=True))
     trainer = Trainer(network, make_loss(process, cfg), data.data, data.labels if cfg.data.class_cond else None,
-                      cfg.trainer, run_dir, on_sample=on_sample)
+                      cfg.trainer, run_dir, hooks=hooks)
     if resume:
         trainer.load(resolve_checkpoint(run_dir))
+        truncate_log(run_dir / EVAL_LOG, trainer.step)
     t0 = time.perf_counter()
     start = trainer.step
     trainer.run(progress=progress)

@@ -12,7 +12,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -69,13 +69,24 @@ def resolve_device(name: str) -> torch.device:
         raise DifflabError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
 
 
+@dataclass(frozen=True)
+class Hook:
+    """``fn(step, ema_model)`` after every ``every`` steps (0: never) and, if ``at_end``, after the last step."""
+
+    every: int
+    fn: Callable[[int, nn.Module], None]
+    at_end: bool = True
+
+    def due(self, step: int, last: int) -> bool:
+        return bool(self.every and step % self.every == 0) or (self.at_end and step == last)
+
+
 class Trainer:
-    """Trains ``model`` on (data, labels) held in memory. ``on_sample(step, ema_model)`` is called every
-    ``sample_every`` steps and at the end; ``on_checkpoint(step)`` after each checkpoint."""
+    """Trains ``model`` on (data, labels) held in memory; runs each of ``hooks`` (sample grids, evaluations)
+    when it is due, after that step's checkpoint."""
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, data: Tensor, labels: Tensor | None,
-                 config: TrainerConfig, run_dir: Path,
-                 on_sample: Callable[[int, nn.Module], None] | None = None) -> None:
+                 config: TrainerConfig, run_dir: Path, hooks: Sequence[Hook] = ()) -> None:
         config.validate()
         self.config, self.run_dir = config, Path(run_dir)
         self.device = resolve_device(config.device)
@@ -83,7 +94,7 @@ class Trainer:
         if config.precision == "bf16" and self.device.type != "cuda":
             raise DifflabError("--precision bf16 needs a CUDA device; use --precision fp32 on the CPU")
         self.model = model.to(self.device)
-        self.loss_fn, self.on_sample = loss_fn, on_sample
+        self.loss_fn, self.hooks = loss_fn, tuple(hooks)
         self.data = data.to(self.device)
         self.labels = labels.to(self.device) if labels is not None else None
         self.order = DataOrder(len(data), config.batch_size, config.seed)
@@ -131,7 +142,7 @@ class Trainer:
             loss_vec, key = self.loss_fn(self.model, x, y, self.generator)
         loss = loss_vec.float().mean()
         if not torch.isfinite(loss):
-            self._stop_nonfinite("loss", float(loss))
+            self._stop_nonfinite("loss", float(loss.detach()))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         clip = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
@@ -176,9 +187,9 @@ class Trainer:
                 window, t_window, n_window, grad_norms = [], 0.0, 0, []
             if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                 self.save()
-            if self.on_sample is not None and (
-                    (cfg.sample_every and self.step % cfg.sample_every == 0) or self.step == cfg.steps):
-                self.on_sample(self.step, self.ema.model)
+            for hook in self.hooks:
+                if hook.due(self.step, cfg.steps):
+                    hook.fn(self.step, self.ema.model)
         bar.close()
 
 
