@@ -15,7 +15,6 @@ of the sampler call alone, on one torch thread (see :func:`one_thread`).
 
 from __future__ import annotations
 
-import math
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -26,6 +25,7 @@ from torch import Tensor
 
 from difflab.analytic import GaussianMixtureDenoiser
 from difflab.errors import DifflabError
+from difflab.metrics.sliced_wasserstein import projection_directions, sliced_w2
 from difflab.process import PROCESSES, DDPMProcess, GaussianProcess, build_process
 from difflab.rng import GeneratorNoise
 from difflab.samplers import SAMPLERS, SPACINGS, SampleResult, get_sampler, time_grid
@@ -35,7 +35,6 @@ BENCH_DIMS = (2, 64)
 ODE_SAMPLERS = ("ddim", "euler", "heun", "rk4", "dopri5")      # deterministic: compared with the reference solve
 DOPRI5_TOLERANCES = (3e-1, 1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 1e-6)
 REFERENCE_TOL = 1e-10
-PROJECTIONS = 128           # sliced W2 directions beyond 2-D (2-D: 64 evenly spaced angles over [0, pi))
 
 
 @contextmanager
@@ -63,25 +62,6 @@ def bench_mixture(process: GaussianProcess, dim: int) -> GaussianMixtureDenoiser
     means = 0.5 * torch.randn(4, dim, generator=g, dtype=torch.float64)
     stds = 0.2 + 0.4 * torch.rand(4, dim, generator=g, dtype=torch.float64)
     return GaussianMixtureDenoiser(process, means, stds, torch.tensor([0.4, 0.3, 0.2, 0.1]))
-
-
-def projection_directions(dim: int) -> Tensor:
-    """(L, dim) fixed unit vectors: in 2-D 64 angles k pi / 64; otherwise PROJECTIONS Gaussian directions (seed 0)."""
-    if dim == 2:
-        angle = torch.arange(64, dtype=torch.float64) * math.pi / 64
-        return torch.stack([angle.cos(), angle.sin()], 1)
-    theta = torch.randn(PROJECTIONS, dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    return theta / theta.norm(dim=1, keepdim=True)
-
-
-def sliced_w2(a: Tensor, b: Tensor, directions: Tensor) -> float:
-    """Sliced Wasserstein-2 between two equal-size samples a, b (n, D) over the given (L, D) directions:
-    sqrt(mean_l W2^2(a . theta_l, b . theta_l)), each 1-D W2 by matching sorted projections."""
-    if a.shape != b.shape:
-        raise ValueError(f"sliced_w2 needs equal-size samples, got {tuple(a.shape)} and {tuple(b.shape)}")
-    pa = (a.flatten(1).double() @ directions.T).sort(0).values                   # (n, L)
-    pb = (b.flatten(1).double() @ directions.T).sort(0).values
-    return float(((pa - pb) ** 2).mean().sqrt())
 
 
 def rms(a: Tensor, b: Tensor) -> float:
