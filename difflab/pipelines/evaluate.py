@@ -91,8 +91,9 @@ def heldout_bpd(network: nn.Module, process: GaussianProcess, cfg: RunConfig, es
         raise DifflabError(f"unknown bits/dim estimate {sorted(unknown)}; choose from {', '.join(BPD_ESTIMATES)}")
     if "elbo" in estimates and not isinstance(process, DDPMProcess):
         raise DifflabError(f"the ELBO in bits/dim is for ddpm runs; this run's process is {process.name}: use --bpd ode")
-    x0 = load_training_data(cfg, split="test").data[:n]
-    labels = load_training_data(cfg, split="test").labels if cfg.data.class_cond else None
+    test = load_training_data(cfg, split="test")
+    x0 = test.data[:n]
+    labels = test.labels[:n] if cfg.data.class_cond and test.labels is not None else None
     denoiser = make_denoiser(network, process, cfg, clip=False)
     estimate = {"elbo": elbo_bpd, "ode": ode_bpd}
     out: dict[str, dict[str, Any]] = {}
@@ -104,5 +105,5 @@ def heldout_bpd(network: nn.Module, process: GaussianProcess, cfg: RunConfig, es
             noise = PerSampleNoise([seed * 1_000_003 + i for i in range(start, start + len(xb))], device)
             with torch.no_grad():
                 parts.append(estimate[name](denoiser, xb, cond=cond, noise=noise, **(options or {}).get(name, {})))
-        out[name] = LikelihoodResult.cat(parts).summary() if len(parts) > 1 else parts[0].summary()
+        out[name] = LikelihoodResult.cat(parts).summary()
     return out
