@@ -61,6 +61,22 @@ def test_resume_is_bit_identical(tmp_path):
     assert steps == sorted(set(steps)) and steps[-1] == 16
 
 
+def test_same_seed_same_run_whatever_the_global_rng(tmp_path):
+    """A run is a function of its config: the initial weights come from --seed, not from the process's RNG."""
+    cfg = tiny_config(4, lr=2e-3)
+    torch.manual_seed(123)
+    train(cfg, tmp_path / "a", progress=False)
+    torch.randn(1000)                                  # another state of the global RNG
+    train(cfg, tmp_path / "b", progress=False)
+    a, b = _all_tensors(tmp_path / "a"), _all_tensors(tmp_path / "b")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    other = replace(cfg, trainer=replace(cfg.trainer, seed=cfg.trainer.seed + 1))
+    train(other, tmp_path / "c", progress=False)
+    c = _all_tensors(tmp_path / "c")
+    assert not torch.equal(a["model.conv_in.weight"], c["model.conv_in.weight"])
+
+
 def test_fresh_run_refuses_existing_folder(tmp_path, trained_run):
     with pytest.raises(DifflabError, match="--resume"):
         train(tiny_config(5), trained_run, progress=False)

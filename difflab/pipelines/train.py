@@ -90,6 +90,7 @@ def train(cfg: RunConfig, run_dir: Path | str, resume: bool = False, progress: b
         raise DifflabError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --out")
     cfg.save(run_dir)                  # on resume: the new --steps, logging and evaluation options
     process = build_process(cfg.process)
+    torch.manual_seed(cfg.trainer.seed)     # the initial weights depend on --seed alone
     network = build_network(cfg.network)
     if data.kind == "image" and tuple(data.example_shape) != (cfg.network["in_channels"], cfg.network["image_size"], cfg.network["image_size"]):
         raise DifflabError(f"data of shape {data.example_shape} does not fit the run's network config")
