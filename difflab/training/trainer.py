@@ -30,7 +30,7 @@ BUCKETS = 10
 
 @dataclass(frozen=True)
 class TrainerConfig:
-    steps: int = 3000
+    steps: int = 2500
     batch_size: int = 128
     lr: float = 1e-3
     warmup: int = 200               # linear learning-rate warm-up steps, then constant
