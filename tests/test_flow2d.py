@@ -21,7 +21,9 @@ def test_ot_coupling_gives_straighter_paths(tmp_path):
     res = flow2d("8gaussians", tmp_path / "f.png", tmp_path / "runs", train_steps=400, n_paths=64,
                  sample_steps=40, progress=False)
     s = list(res.straightness.values())       # heun-indep, sde-indep, euler-indep, euler-ot
-    assert s[3] < s[2] - 0.02, s              # OT pairing: straighter ODE paths than independent pairing
+    # OT pairing: straighter ODE paths. At 400 steps the independent excess s - 1 ranges 0.008-0.07 over seeds
+    # 0-3 and the OT excess 0.0002-0.0004 (ratio 0.004-0.05); the excess ratio is what does not hang on the seed.
+    assert s[3] - 1 < 0.2 * (s[2] - 1), s
     assert s[1] > 2 * s[0], s                 # SDE paths wander; the ODE's from the same start do not
     img = np.asarray(Image.open(res.path))
     assert img.shape[1] > 1000 and img.std() > 10
