@@ -11,24 +11,7 @@ import pytest
 from PIL import Image
 
 from difflab.cli.main import main
-
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        rc = main(list(args))
-    except SystemExit as e:           # argparse exits for its own errors
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def assert_one_line_error(rc: int, err: str, *needles: str) -> None:
-    assert rc == 2
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
+from helpers import assert_one_line_error, cli
 
 
 @pytest.mark.parametrize("args,needles", [

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from test_cli import assert_one_line_error, cli
+from helpers import assert_one_line_error, cli
 
 from difflab.metrics.sliced_wasserstein import projection_directions, sliced_w2
 from difflab.pipelines.bench_samplers import (ODE_SAMPLERS, bench_mixture, bench_samplers, nfe_of, one_thread,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import tiny_config
-from test_cli import assert_one_line_error, cli
+from helpers import assert_one_line_error, cli
 
 from difflab.cli.main import build_parser
 from difflab.cli.sample import SAMPLER_FLAGS
