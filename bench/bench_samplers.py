@@ -1,6 +1,6 @@
 """Benchmark every sampler on the analytic Gaussian mixture and print ratios.
 
-    python bench/bench_samplers.py [--dims 2,64] [--nfe 5,10,20,50,100,200] [--n 2000] [--process vp]
+    python bench/bench_samplers.py [the options of `difflab bench-samplers`: --dims 2,64 --nfe 5,10,20 ...]
 
 Runs `difflab bench-samplers` (difflab.pipelines.bench_samplers) and prints, besides its tables:
   * error / floor: each sampler's sliced W2 on its best time grid over the finite-sample floor
@@ -11,10 +11,9 @@ Runs `difflab bench-samplers` (difflab.pipelines.bench_samplers) and prints, bes
 
 from __future__ import annotations
 
-import argparse
-import sys
-
-from difflab.pipelines.bench_samplers import BENCH_NFE, ODE_SAMPLERS, BenchResult, bench_samplers, format_tables
+from difflab.cli.bench import add_bench_flags, bench_arguments, progress
+from difflab.cli.common import Parser
+from difflab.pipelines.bench_samplers import ODE_SAMPLERS, BenchResult, bench_samplers, format_tables
 
 
 def best(result: BenchResult, dim: int, process: str, sampler: str, target: int, key: str) -> tuple[float, str] | None:
@@ -48,15 +47,9 @@ def ratio_tables(result: BenchResult) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--dims", default="2,64", help="comma-separated dimensions (default: 2,64)")
-    p.add_argument("--nfe", default=",".join(map(str, BENCH_NFE)), help="comma-separated target NFE")
-    p.add_argument("--n", type=int, default=2000, help="samples per run (default: 2000)")
-    p.add_argument("--process", default="vp", help="comma-separated processes (default: vp)")
-    a = p.parse_args(argv)
-    result = bench_samplers(dims=[int(d) for d in a.dims.split(",")], nfes=[int(k) for k in a.nfe.split(",")],
-                            n=a.n, processes=a.process.split(","),
-                            progress=lambda msg: print(f"... {msg}", file=sys.stderr, flush=True))
+    p = Parser(prog="bench_samplers.py", description=__doc__.split("\n")[0])
+    add_bench_flags(p)
+    result = bench_samplers(**bench_arguments(p.parse_args(argv)), progress=progress)
     print(format_tables(result))
     print(ratio_tables(result))
 

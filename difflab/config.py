@@ -1,4 +1,9 @@
-"""A run's resolved configuration: typed dataclasses, saved as config.json and read back without running code."""
+"""A run's configuration: typed dataclasses, saved as config.json and read back without running code.
+
+:meth:`RunConfig.resolved` is the one place where the rules that fill a run's configuration live: the
+network preset and size for the data, every process option written out, the flow path's t_max for targets
+that divide by alpha, the time sampling for the process. :func:`migrate` reads configs of older versions.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,21 @@ from pathlib import Path
 from typing import Any
 
 from difflab import __version__
+from difflab.codecs import build_codec
+from difflab.dataspec import DataSpec
 from difflab.errors import DifflabError
-from difflab.objectives import DiffusionObjective
-from difflab.training.checkpoint import atomic_write_text, read_json
-from difflab.training.trainer import TrainerConfig
+from difflab.io import atomic_write_text, read_json
+from difflab.networks import AUTO, network_config, resolve_preset
+from difflab.networks.embeddings import PROCESS_TIME
+from difflab.objectives import ALPHA_DIVIDING_TARGETS, DiffusionObjective
+from difflab.process import build_process, process_options
+from difflab.process.base import as_time
+from difflab.training import TrainerConfig
 
 CONFIG = "config.json"
+# Where a path reaches alpha = 0 (flow at t = 1), eps and score targets cannot recover x_0: their runs stop
+# the path here unless --t-max says otherwise.
+T_MAX_FOR_ALPHA_DIVIDING_TARGETS = 0.999
 
 
 @dataclass(frozen=True)
@@ -48,14 +62,30 @@ class EvalConfig:
 @dataclass(frozen=True)
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
-    model: str = "tiny"                                    # network preset
-    network: dict[str, Any] = field(default_factory=dict)  # the preset resolved for the data (filled at build)
-    process: dict[str, Any] = field(default_factory=lambda: {"name": "ddpm", "schedule": "linear", "T": 1000})
-    objective: DiffusionObjective = field(default_factory=DiffusionObjective)
+    model: str = AUTO                                      # network preset; auto: the default for the data
+    network: dict[str, Any] = field(default_factory=dict)  # the preset resolved for the data (filled at set-up)
+    process: dict[str, Any] = field(default_factory=lambda: {"name": "ddpm"})
+    objective: DiffusionObjective = field(default_factory=lambda: DiffusionObjective(time_sampling="auto"))
+    codec: dict[str, Any] = field(default_factory=lambda: {"name": "identity"})
+    spec: DataSpec | None = None                           # what the diffusion models (filled at set-up)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     preview: PreviewConfig = field(default_factory=PreviewConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     version: str = __version__
+
+    def resolved(self, data_spec: DataSpec, num_classes: int | None = None) -> RunConfig:
+        """This config made concrete for data of ``data_spec`` (``num_classes``: a class-conditional run)."""
+        codec = build_codec(self.codec, data_spec)
+        spec = codec.model_spec
+        process = build_process(self.process)
+        alpha_max = float(process.alpha_sigma(as_time(process.t_max))[0])
+        if (self.objective.target in ALPHA_DIVIDING_TARGETS and alpha_max == 0 and "t_max" not in self.process
+                and "t_max" in process_options(process.name)):
+            process = build_process({**self.process, "t_max": T_MAX_FOR_ALPHA_DIVIDING_TARGETS})
+        objective = self.objective.resolved(process)
+        network = self.network or network_config(self.model, spec, num_classes)
+        return replace(self, model=resolve_preset(self.model, spec), network=network, process=process.config(),
+                       objective=objective, codec=codec.config(), spec=spec, version=__version__)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,14 +99,37 @@ class RunConfig:
         sections = {"data": DataConfig, "objective": DiffusionObjective, "trainer": TrainerConfig,
                     "preview": PreviewConfig, "evaluation": EvalConfig}
         try:
-            values = {k: (_build(sections[k], v) if k in sections else v) for k, v in d.items()}
+            values = {k: (_build(sections[k], v) if k in sections else v) for k, v in migrate(d).items()}
+            if values.get("spec") is not None:
+                values["spec"] = DataSpec.from_dict(values["spec"])
             return cls(**values)
-        except TypeError as e:
+        except (TypeError, KeyError, ValueError) as e:
             raise DifflabError(f"config does not fit this difflab version ({e})") from None
 
     @classmethod
     def load(cls, run_dir: Path) -> RunConfig:
         return cls.from_dict(read_json(Path(run_dir) / CONFIG))
+
+
+def migrate(d: dict[str, Any]) -> dict[str, Any]:
+    """A config.json of an older difflab, brought to this version's keys (its meaning unchanged).
+
+    0.1: networks read the process time t (now the log-SNR; ``noise_input`` says which), and the data
+    description was implicit in the network config (a U-Net: pixels in [-1, 1]; an MLP: points)."""
+    d = dict(d)
+    if str(d.get("version", "0.1.0")).startswith("0.1."):
+        network = dict(d.get("network") or {})
+        if network:
+            network.setdefault("noise_input", PROCESS_TIME)
+            d["network"] = network
+        if network and "spec" not in d:
+            d["spec"] = V01_SPECS[network["kind"]](network).to_dict()
+    return d
+
+
+# The data a 0.1 network modelled, read off its config (the backbones of 0.1 and their keys; frozen).
+V01_SPECS = {"unet": lambda n: DataSpec.pixels(n["in_channels"], n["image_size"], n["image_size"]),
+             "mlp": lambda n: DataSpec.points(n["dim"])}
 
 
 def _build(cls: type, values: dict[str, Any]) -> Any:

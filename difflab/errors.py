@@ -7,3 +7,8 @@ class DifflabError(Exception):
     The CLI prints ``error: <message>`` on one line and exits with status 2; it never shows a traceback
     for this type. The message must name the offending thing (option, file) and say how to fix it.
     """
+
+
+def one_line(error: BaseException) -> str:
+    """``error`` as "Type: message" on one line, to quote inside a DifflabError message."""
+    return " ".join(f"{type(error).__name__}: {error}".split())

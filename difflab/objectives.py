@@ -23,19 +23,21 @@ Couplings (how x_0 and eps are paired in a batch):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
+from difflab.condition import Condition
 from difflab.errors import DifflabError
-from difflab.parameterization import check_target, eps_scale, from_x0_eps, network_input
-from difflab.process import DDPMProcess, FlowProcess, GaussianProcess
-from difflab.process.base import PathCoefficients, as_time
+from difflab.parameterization import check_target, eps_scale, from_x0_eps, predict
+from difflab.process.base import GaussianProcess, PathCoefficients, as_time
 
-TIME_SAMPLINGS = ("discrete", "continuous")
+TIME_SAMPLINGS = ("auto", "discrete", "continuous")
+# targets that recover x_0 only through 1/alpha: undefined where alpha(t) = 0
+ALPHA_DIVIDING_TARGETS = ("eps", "score")
 WEIGHTINGS = ("uniform", "sigma2", "likelihood", "min-snr")
 COUPLINGS = ("independent", "ot")
 
@@ -46,7 +48,9 @@ class DiffusionObjective:
 
     target: str = "eps"
     weighting: str = "uniform"
-    time_sampling: str = "discrete"   # "discrete": t = i/T, i ~ U{1..T} (DDPM); "continuous": t ~ U(t_min, t_max)
+    # "discrete": t = i/T, i ~ U{1..T} (a process with discrete steps: DDPM); "continuous": t ~ U(t_min, t_max);
+    # "auto": discrete where the process has discrete steps, else continuous
+    time_sampling: str = "discrete"
     coupling: str = "independent"
     min_snr_gamma: float = 5.0
 
@@ -62,24 +66,38 @@ class DiffusionObjective:
 
     def check(self, process: GaussianProcess) -> None:
         """Raise a DifflabError if this objective cannot train on ``process``."""
-        if self.time_sampling == "discrete" and not isinstance(process, DDPMProcess):
-            raise DifflabError(f"discrete time sampling needs --process ddpm; use --time-sampling continuous "
-                               f"for {process.name}")
-        if self.coupling == "ot" and not isinstance(process, FlowProcess):
+        if resolve_time_sampling(self.time_sampling, process) == "discrete" and process.discrete_steps is None:
+            raise DifflabError(f"discrete time sampling needs a process with discrete steps (--process ddpm); use "
+                               f"--time-sampling continuous for {process.name}")
+        if self.coupling == "ot" and not process.is_interpolant:
             raise DifflabError("--coupling ot pairs noise and data for flow matching: use it with --process flow")
-        if self.target in ("eps", "score") and float(process.alpha_sigma(torch.tensor(process.t_max))[0]) == 0:
+        if self.target in ALPHA_DIVIDING_TARGETS and float(process.alpha_sigma(as_time(process.t_max))[0]) == 0:
             raise DifflabError(f"--target {self.target} cannot recover x_0 where alpha = 0 (t = {process.t_max}); "
                                "lower --t-max (e.g. 0.999) or train x0, v or velocity")
+
+    def resolved(self, process: GaussianProcess) -> DiffusionObjective:
+        """This objective for ``process``: time sampling "auto" made concrete, then checked."""
+        self.check(process)
+        return replace(self, time_sampling=resolve_time_sampling(self.time_sampling, process))
+
+
+def resolve_time_sampling(how: str, process: GaussianProcess) -> str:
+    """"auto" -> "discrete" on a process with discrete steps, else "continuous"; other values unchanged."""
+    if how == "auto":
+        return "discrete" if process.discrete_steps is not None else "continuous"
+    return how
 
 
 def sample_times(process: GaussianProcess, n: int, how: str, generator: torch.Generator | None,
                  device: torch.device | str = "cpu") -> Tensor:
     """(n,) float64 training times."""
+    how = resolve_time_sampling(how, process)
     if how == "discrete":
-        if not isinstance(process, DDPMProcess):
-            raise DifflabError("discrete time sampling needs the ddpm process; use continuous time sampling")
-        i = torch.randint(1, process.T + 1, (n,), generator=generator, device=device)
-        return process.times(i)
+        T = process.discrete_steps
+        if T is None:
+            raise DifflabError("discrete time sampling needs a process with discrete steps; use continuous")
+        i = torch.randint(1, T + 1, (n,), generator=generator, device=device)
+        return torch.as_tensor(i, dtype=torch.float64) / T
     u = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
     return process.t_min + (process.t_max - process.t_min) * u
 
@@ -107,8 +125,8 @@ def ot_pairing(x0: Tensor, eps: Tensor) -> Tensor:
 
 
 def diffusion_loss(network: nn.Module, process: GaussianProcess, objective: DiffusionObjective, x0: Tensor,
-                   cond: Tensor | None = None, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-    """Per-example loss (B,) and the times t (B,) it was taken at. x0: (B, ...)."""
+                   cond: Condition | None = None, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """Per-example loss (B,) and the times t (B,) it was taken at. x0: (B, ...); cond is passed to the network."""
     B = x0.shape[0]
     t = sample_times(process, B, objective.time_sampling, generator, x0.device)
     eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
@@ -117,6 +135,6 @@ def diffusion_loss(network: nn.Module, process: GaussianProcess, objective: Diff
     c: PathCoefficients = process.coefficients(as_time(t)).expand_as(x0)
     x_t = c.alpha * x0 + c.sigma * eps                                    # q(x_t | x_0)
     target = from_x0_eps(objective.target, x0, eps, c)
-    pred = network(network_input(x_t, c), t.to(x0.dtype), cond)
+    pred = predict(network, x_t, t, c, process, cond)
     loss = (pred.float() - target.float()).pow(2).flatten(1).mean(1)       # ||f - target||^2 / D
     return loss_weight(objective, process, t).to(loss) * loss, t

@@ -8,6 +8,10 @@ With x_t = alpha x_0 + sigma eps, a network may predict
     velocity  dx_t/dt = alpha' x_0 + sigma' eps           (flow matching; the probability-flow ODE)
 Every target is a linear function of (x_0, eps) given x_t, so each converts to (x_0, eps) and back.
 All coefficient tensors must already broadcast against x (see PathCoefficients.expand_as).
+
+How a network is called (the one place, for training and sampling alike, :func:`predict`):
+    F(x_t / sqrt(alpha^2 + sigma^2), noise level, condition)
+with the noise level the path's log-SNR at t (or t itself for runs of difflab 0.1; networks.embeddings).
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from difflab.condition import Condition
 from difflab.errors import DifflabError
-from difflab.process.base import PathCoefficients
+from difflab.networks.embeddings import LOG_SNR, PROCESS_TIME
+from difflab.process.base import GaussianProcess, PathCoefficients, as_time
 
 TARGETS = ("eps", "x0", "v", "score", "velocity")
 
@@ -123,3 +129,21 @@ def convert(value: Tensor, source: str, target: str, x_t: Tensor, c: PathCoeffic
     """Convert a prediction of ``source`` into the equivalent prediction of ``target`` at x_t."""
     x0, eps = to_x0_eps(source, value, x_t, c)
     return from_x0_eps(target, x0, eps, c)
+
+
+def noise_level(process: GaussianProcess, t: Tensor, noise_input: str = LOG_SNR) -> Tensor:
+    """What a network reads as its noise level at times t (float64, shaped like t): the log-SNR
+    lambda(t) = log(alpha^2 / sigma^2), or t itself for a network whose noise_input is "t"."""
+    return as_time(t) if noise_input == PROCESS_TIME else process.log_snr(t)
+
+
+def predict(network: nn.Module, x_t: Tensor, t: Tensor, c: PathCoefficients, process: GaussianProcess,
+            cond: Condition | None = None) -> Tensor:
+    """The network's raw output at (x_t, t) (B, ...), in its own dtype: F(network_input(x_t), noise level, cond).
+
+    x_t (B, ...); t () or (B,) float64; c the path coefficients at t, broadcast against x_t."""
+    param = next(network.parameters(), None)
+    dtype = x_t.dtype if param is None else param.dtype
+    t = as_time(t, batch=x_t.shape[0], device=x_t.device)
+    noise = noise_level(process, t, getattr(network, "noise_input", LOG_SNR))
+    return network(network_input(x_t, c).to(dtype), noise.to(dtype), cond)

@@ -8,6 +8,14 @@ import torch
 from torch import Tensor
 
 
+SEED_STRIDE = 1_000_003   # a prime: derived seeds of different base seeds do not collide for i < SEED_STRIDE
+
+
+def derived_seed(seed: int, i: int) -> int:
+    """The seed of item i (a sample, an example, an epoch) under a base seed: seed * 1000003 + i."""
+    return int(seed) * SEED_STRIDE + int(i)
+
+
 class Noise(Protocol):
     """A source of standard normal noise shaped like a batch."""
 
@@ -21,6 +29,12 @@ class PerSampleNoise:
     def __init__(self, seeds: Sequence[int], device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)
         self.generators = [torch.Generator(self.device).manual_seed(int(s)) for s in seeds]
+
+    @classmethod
+    def for_items(cls, seed: int, start: int, stop: int, device: torch.device | str = "cpu") -> PerSampleNoise:
+        """Generators of items start..stop-1 under ``seed`` (see :func:`derived_seed`): item i's noise is
+        the same whatever batch it is drawn in."""
+        return cls([derived_seed(seed, i) for i in range(start, stop)], device)
 
     def randn(self, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> Tensor:
         """(len(seeds), *shape) standard normal."""

@@ -59,8 +59,9 @@ def test_weighted_loss_is_the_same_whatever_the_target(weighting):
             super().__init__()
             self.target = target
 
-        def forward(self, x, t, y=None):
-            c = p.coefficients(t.double()).expand_as(x)
+        def forward(self, x, noise, cond=None):
+            t = p.time_at_log_snr(noise.double())      # networks read the log-SNR; the path is the test's
+            c = p.coefficients(t).expand_as(x)
             x0_hat, eps_hat = to_x0_eps("eps", eps_net(x.double()), x, c)
             return from_x0_eps(self.target, x0_hat, eps_hat, c)
 

@@ -1,18 +1,81 @@
-"""`difflab bench-samplers`: every sampler and time grid against the exact answer on an analytic mixture."""
+"""`difflab bench-samplers`: every sampler and time grid against the exact answer on an analytic mixture.
+
+The options and their defaults are those of :func:`difflab.pipelines.bench_samplers.bench_samplers` (read from
+its signature); ``add_bench_flags`` and ``bench_arguments`` also serve bench/bench_samplers.py.
+"""
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Sequence
 
-from difflab.cli.common import add, positive_int
+from difflab.cli.common import option
+from difflab.errors import DifflabError
 from difflab.process import PROCESSES
 from difflab.samplers import SAMPLERS, SPACINGS
 
-DEFAULTS = {"dims": "2,64", "nfe": "5,10,20,50,100,200", "n": 2000, "process": "vp",
-            "samplers": ",".join(SAMPLERS), "spacings": ",".join(SPACINGS)}
+
+@dataclass(frozen=True)
+class ListFlag:
+    """A comma-separated list option for the bench_samplers parameter of the same meaning."""
+
+    flag: str
+    param: str
+    help: str
+    item: Callable[[str], Any]
+    allowed: Sequence[Any] | None = None
+
+
+BENCH_FLAGS = (
+    ListFlag("--dims", "dims", "comma-separated data dimensions", int),
+    ListFlag("--nfe", "nfes", "comma-separated target NFE", int),
+    ListFlag("--process", "processes", f"comma-separated processes ({', '.join(PROCESSES)})", str, PROCESSES),
+    ListFlag("--samplers", "samplers", "comma-separated samplers", str, tuple(SAMPLERS)),
+    ListFlag("--spacings", "spacings", "comma-separated time grids", str, SPACINGS),
+)
+
+
+def bench_defaults() -> dict[str, Any]:
+    from difflab.pipelines.bench_samplers import bench_samplers
+    return {p.name: p.default for p in inspect.signature(bench_samplers).parameters.values()}
+
+
+def parse_list(text: str, kind: Callable[[str], Any], name: str, allowed: Sequence[Any] | None = None) -> list[Any]:
+    """'a,b,c' -> [kind(a), ...]; a DifflabError naming ``name`` on a bad item."""
+    items = []
+    for part in text.split(","):
+        try:
+            item = kind(part.strip())
+        except ValueError:
+            raise DifflabError(f"{name}: cannot read {part.strip()!r} in {text!r}") from None
+        if allowed is not None and item not in allowed:
+            raise DifflabError(f"{name}: unknown {item!r}; choose from {', '.join(map(str, allowed))}")
+        items.append(item)
+    if not items:
+        raise DifflabError(f"{name} is empty")
+    return items
+
+
+def add_bench_flags(p: argparse.ArgumentParser) -> None:
+    from difflab.cli.common import positive_int
+
+    defaults = bench_defaults()
+    for f in BENCH_FLAGS:
+        option(p, f.flag, f.help, ",".join(map(str, defaults[f.param])), dest=f.param)
+    option(p, "--n", "samples per run (and exact draws to compare with)", defaults["n"], type=positive_int)
+    option(p, "--seed", "seed of the exact draws, the starting noise and the samplers' noise", defaults["seed"],
+           type=int)
+
+
+def bench_arguments(a: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of bench_samplers from the parsed flags."""
+    values = {f.param: parse_list(getattr(a, f.param), f.item, f.flag, f.allowed) for f in BENCH_FLAGS}
+    return {**values, "n": a.n, "seed": a.seed}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,30 +86,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "beside the floor between two exact draws; for the ODE solvers also the RMS error "
                            "against a reference solve from the same noise) and the wall time. Each sampler gets "
                            "the number of steps whose NFE is closest to the target (dopri5: the tolerance)."))
-    add(p, "--dims", "comma-separated data dimensions", DEFAULTS["dims"])
-    add(p, "--nfe", "comma-separated target NFE", DEFAULTS["nfe"])
-    add(p, "--n", "samples per run (and exact draws to compare with)", DEFAULTS["n"], type=positive_int)
-    add(p, "--process", f"comma-separated processes ({', '.join(PROCESSES)})", DEFAULTS["process"])
-    add(p, "--samplers", "comma-separated samplers", DEFAULTS["samplers"])
-    add(p, "--spacings", "comma-separated time grids", DEFAULTS["spacings"])
-    add(p, "--seed", "seed of the exact draws, the starting noise and the samplers' noise", 0, type=int)
-    add(p, "--json", "also write every row as JSON to this file", metavar="OUT")
+    add_bench_flags(p)
+    option(p, "--json", "also write every row as JSON to this file", metavar="OUT")
     p.set_defaults(func=run)
 
 
+def progress(msg: str) -> None:
+    print(f"... {msg}", file=sys.stderr, flush=True)
+
+
 def run(a: argparse.Namespace) -> None:
-    from difflab.pipelines.bench_samplers import bench_samplers, format_tables, parse_list
+    from difflab.pipelines.bench_samplers import bench_samplers, format_tables
 
-    def value(name: str) -> str:
-        given = getattr(a, name)
-        return DEFAULTS[name] if given is None else given
-
-    result = bench_samplers(
-        dims=parse_list(value("dims"), int, "--dims"), nfes=parse_list(value("nfe"), int, "--nfe"),
-        n=a.n or DEFAULTS["n"], processes=parse_list(value("process"), str, "--process", PROCESSES),
-        samplers=parse_list(value("samplers"), str, "--samplers", tuple(SAMPLERS)),
-        spacings=parse_list(value("spacings"), str, "--spacings", SPACINGS), seed=a.seed or 0,
-        progress=lambda msg: print(f"... {msg}", file=sys.stderr, flush=True))
+    result = bench_samplers(**bench_arguments(a), progress=progress)
     print(format_tables(result))
     if a.json:
         Path(a.json).write_text(json.dumps(result.to_json(), indent=1))

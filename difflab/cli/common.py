@@ -41,10 +41,17 @@ def finite_float(text: str) -> float:
     return value
 
 
-def add(parser: argparse.ArgumentParser, flag: str, help: str, default: Any = None, **kw: Any) -> None:
-    """An option whose help shows its default; the parsed default stays None so 'not given' is visible."""
+def option(parser: argparse.ArgumentParser, flag: str, help: str, default: Any = None, **kw: Any) -> None:
+    """An option with a default, which its help shows (argparse holds the default: code reads a.x)."""
     shown = f" (default: {default})" if default is not None else ""
-    parser.add_argument(flag, default=None, help=help + shown, **kw)
+    parser.add_argument(flag, default=default, help=help + shown, **kw)
+
+
+def optional(parser: argparse.ArgumentParser, flag: str, help: str, shown: Any = None, **kw: Any) -> None:
+    """An option that stays None unless given, so 'not given' is visible (a resumed run keeps its own value,
+    a config dataclass fills the rest); ``shown`` is the default that then applies, for the help text."""
+    note = f" (default: {shown})" if shown is not None else ""
+    parser.add_argument(flag, default=None, help=help + note, **kw)
 
 
 def warn(message: str) -> None:

@@ -6,11 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
-from difflab.cli.common import add, finite_float, positive_int
+from difflab.cli.common import finite_float, option, optional, positive_int
 from difflab.cli.sample import add_sampling_flags, resolve_sampling
 from difflab.errors import DifflabError
 from difflab.metrics import FEATURE_KINDS, MetricOptions
 from difflab.pipelines.evaluate import BPD_ESTIMATES
+from difflab.process import GaussianProcess
 
 DEFAULT_N = 1000
 
@@ -24,31 +25,33 @@ def register(sub: argparse._SubParsersAction) -> None:
         "exact likelihood through the probability-flow ODE (ode)."))
     add_sampling_flags(p, default_n=DEFAULT_N)
     m = MetricOptions()
-    add(p, "--features", f"feature extractor ({', '.join(FEATURE_KINDS)}); builtin: a classifier difflab trains for "
-        "digits and mnist5k", "builtin", choices=FEATURE_KINDS, metavar="KIND")
-    add(p, "--inception-weights", "pt_inception-2015-12-05-6726825d.pth or .safetensors for --features inception",
-        "~/.cache/torch/hub/checkpoints/pt_inception-2015-12-05-6726825d.pth", metavar="FILE")
-    add(p, "--split", "reference split of the run's data set (train, test, all)", "train", choices=("train", "test", "all"))
-    add(p, "--fid-resamples", "bootstrap resamples for the FID interval", m.fid_resamples, type=positive_int)
-    add(p, "--kid-subsets", "KID subsets", m.kid_subsets, type=positive_int)
-    add(p, "--kid-subset-size", "images per KID subset", m.kid_subset_size, type=positive_int)
-    add(p, "--is-splits", "Inception Score splits", m.is_splits, type=positive_int)
+    option(p, "--features", f"feature extractor ({', '.join(FEATURE_KINDS)}); builtin: a classifier difflab trains "
+           "for digits and mnist5k", "builtin", choices=FEATURE_KINDS, metavar="KIND")
+    optional(p, "--inception-weights", "pt_inception-2015-12-05-6726825d.pth or .safetensors for --features inception",
+             "~/.cache/torch/hub/checkpoints/pt_inception-2015-12-05-6726825d.pth", metavar="FILE")
+    option(p, "--split", "reference split of the run's data set (train, test, all)", "train",
+           choices=("train", "test", "all"))
+    option(p, "--fid-resamples", "bootstrap resamples for the FID interval", m.fid_resamples, type=positive_int)
+    option(p, "--kid-subsets", "KID subsets", m.kid_subsets, type=positive_int)
+    option(p, "--kid-subset-size", "images per KID subset", m.kid_subset_size, type=positive_int)
+    option(p, "--is-splits", "Inception Score splits", m.is_splits, type=positive_int)
     p.add_argument("--bpd", nargs="?", const="auto", default=None, metavar="ESTIMATES",
                    help="also bits/dim on held-out test images: elbo, ode or elbo,ode (default when given "
-                        "without a value: both for ddpm runs, ode otherwise)")
-    add(p, "--bpd-n", "held-out images for --bpd", 200, type=positive_int)
-    add(p, "--elbo-timesteps", "ELBO terms per image: all T by default, or an unbiased estimate from this many "
-        "random steps", type=positive_int)
-    add(p, "--ode-tol", "rtol = atol of the likelihood ODE solve", 1e-5, type=finite_float)
-    add(p, "--json", "write the results here as JSON", "eval.json", metavar="FILE")
+                        "without a value: both for a process with discrete steps (ddpm), ode otherwise)")
+    option(p, "--bpd-n", "held-out images for --bpd", 200, type=positive_int)
+    optional(p, "--elbo-timesteps", "ELBO terms per image: all T by default, or an unbiased estimate from this many "
+             "random steps", type=positive_int)
+    option(p, "--ode-tol", "rtol = atol of the likelihood ODE solve", 1e-5, type=finite_float)
+    optional(p, "--json", "write the results here as JSON", "RUN/eval-SAMPLER-STEPS.json in the evaluated run",
+             metavar="FILE")
     p.set_defaults(func=run)
 
 
-def bpd_estimates(value: str | None, process_name: str) -> tuple[str, ...]:
+def bpd_estimates(value: str | None, process: GaussianProcess) -> tuple[str, ...]:
     if value is None:
         return ()
     if value == "auto":
-        return ("elbo", "ode") if process_name == "ddpm" else ("ode",)
+        return ("elbo", "ode") if process.discrete_steps is not None else ("ode",)
     names = tuple(v.strip() for v in value.split(",") if v.strip())
     bad = [v for v in names if v not in BPD_ESTIMATES]
     if bad or not names:
@@ -57,25 +60,23 @@ def bpd_estimates(value: str | None, process_name: str) -> tuple[str, ...]:
 
 
 def run(a: argparse.Namespace) -> None:
-    from difflab.pipelines.evaluate import evaluate, heldout_bpd, run_extractor
+    from difflab.pipelines.evaluate import eval_path, evaluate, heldout_bpd, run_extractor
 
-    job = resolve_sampling(a, default_n=DEFAULT_N)
+    job = resolve_sampling(a)
     model, cfg = job.model, job.model.config
-    estimates = bpd_estimates(a.bpd, model.process.name)
-    options = MetricOptions(**{k: v for k, v in (("fid_resamples", a.fid_resamples), ("kid_subsets", a.kid_subsets),
-                                                  ("kid_subset_size", a.kid_subset_size), ("is_splits", a.is_splits))
-                               if v is not None})
-    extractor = run_extractor(cfg, a.features or "builtin", a.inception_weights, device=job.kwargs["device"])
+    estimates = bpd_estimates(a.bpd, model.process)
+    path = Path(a.json) if a.json else eval_path(model.run_dir, job.sampler, job.steps, a.raw)
+    options = MetricOptions(fid_resamples=a.fid_resamples, kid_subsets=a.kid_subsets,
+                            kid_subset_size=a.kid_subset_size, is_splits=a.is_splits)
+    extractor = run_extractor(cfg, a.features, a.inception_weights, device=job.kwargs["device"])
     result = evaluate(model.network, model.process, cfg, sampler=job.sampler, steps=job.steps, n=job.n,
-                      extractor=extractor, split=a.split or "train", metric_options=options, step=model.step,
-                      **job.kwargs)
+                      extractor=extractor, split=a.split, metric_options=options, step=model.step, **job.kwargs)
     if estimates:
-        tol = a.ode_tol or 1e-5
-        result.bpd = heldout_bpd(model.network, model.process, cfg, estimates, a.bpd_n or 200,
-                                 seed=job.kwargs["seed"], device=job.kwargs["device"],
-                                 options={"elbo": {"timesteps": a.elbo_timesteps}, "ode": {"rtol": tol, "atol": tol}})
+        result.bpd = heldout_bpd(model.network, model.process, cfg, estimates, a.bpd_n, seed=job.kwargs["seed"],
+                                 device=job.kwargs["device"],
+                                 options={"elbo": {"timesteps": a.elbo_timesteps},
+                                          "ode": {"rtol": a.ode_tol, "atol": a.ode_tol}})
     print(f"{model.checkpoint} (step {model.step}, {'raw' if a.raw else 'EMA'} weights)")
     print(result.table())
-    path = Path(a.json or "eval.json")
     path.write_text(json.dumps(result.to_dict(), indent=1) + "\n")
     print(f"results -> {path}")

@@ -6,7 +6,7 @@ import argparse
 
 import torch
 
-from difflab.cli.common import add, positive_int
+from difflab.cli.common import option, optional, positive_int
 from difflab.data import DATASET_NAMES, TOY_2D_NAMES
 from difflab.process import SCHEDULES
 
@@ -14,19 +14,19 @@ from difflab.process import SCHEDULES
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("schedule", help="plot alpha_bar_t and the SNR of the DDPM schedules",
                        description="Plot alpha_bar_t and log SNR(t) for the linear, cosine and linear-alpha-bar schedules.")
-    add(p, "--plot", "output PNG", "schedules.png")
-    add(p, "--T", "number of DDPM steps", 1000, type=positive_int, dest="T")
+    option(p, "--plot", "output PNG", "schedules.png")
+    option(p, "--T", "number of DDPM steps", 1000, type=positive_int, dest="T")
     p.set_defaults(func=run_schedule)
 
     q = sub.add_parser("noise", help="draw the forward process on training images",
                        description="Draw x_t = alpha_t x_0 + sigma_t eps for a few training images at times from 0 to 1.")
-    add(q, "--dataset", f"built-in dataset ({', '.join(DATASET_NAMES)}), an image folder or a .npz file", "digits")
-    add(q, "--schedule", f"DDPM schedule ({', '.join(SCHEDULES)})", "linear", choices=SCHEDULES, metavar="NAME")
-    add(q, "--n", "number of images", 6, type=positive_int)
-    add(q, "--times", "number of time columns", 8, type=positive_int)
-    add(q, "--image-size", "resize images to this size", type=positive_int)
-    add(q, "--seed", "seed for the images and the noise", 0, type=int)
-    add(q, "--out", "output PNG", "noise.png")
+    option(q, "--dataset", f"built-in dataset ({', '.join(DATASET_NAMES)}), an image folder or a .npz file", "digits")
+    option(q, "--schedule", f"DDPM schedule ({', '.join(SCHEDULES)})", "linear", choices=SCHEDULES, metavar="NAME")
+    option(q, "--n", "number of images", 6, type=positive_int)
+    option(q, "--times", "number of time columns", 8, type=positive_int)
+    optional(q, "--image-size", "resize images to this size", type=positive_int)
+    option(q, "--seed", "seed for the images and the noise", 0, type=int)
+    option(q, "--out", "output PNG", "noise.png")
     q.set_defaults(func=run_noise)
 
     f = sub.add_parser("flow2d", help="draw 2-D sampling paths: ODE vs SDE, independent vs OT coupling",
@@ -34,13 +34,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "and one with minibatch-OT pairing of noise and data, and draw their sampling paths: the "
                        "ODE and the SDE from the same starting points, and the ODE of each coupling. Prints the "
                        "straightness of each set of paths (path length / distance travelled; 1 = straight).")
-    add(f, "--dataset", f"2-D toy set ({', '.join(TOY_2D_NAMES)})", "moons", choices=TOY_2D_NAMES, metavar="NAME")
-    add(f, "--train-steps", "training steps of each model", 3000, type=positive_int)
-    add(f, "--paths", "number of paths drawn", 48, type=positive_int)
-    add(f, "--steps", "sampler steps", 100, type=positive_int)
-    add(f, "--seed", "seed for training and starting points", 0, type=int)
-    add(f, "--runs", "folder that keeps the two trained models (reused when present)", "runs/flow2d")
-    add(f, "--out", "output PNG", "flow2d.png")
+    option(f, "--dataset", f"2-D toy set ({', '.join(TOY_2D_NAMES)})", "moons", choices=TOY_2D_NAMES, metavar="NAME")
+    option(f, "--train-steps", "training steps of each model", 3000, type=positive_int)
+    option(f, "--paths", "number of paths drawn", 48, type=positive_int)
+    option(f, "--steps", "sampler steps", 100, type=positive_int)
+    option(f, "--seed", "seed for training and starting points", 0, type=int)
+    option(f, "--runs", "folder that keeps the two trained models (reused when present)", "runs/flow2d")
+    option(f, "--out", "output PNG", "flow2d.png")
     f.set_defaults(func=run_flow2d)
 
 
@@ -48,8 +48,7 @@ def run_schedule(a: argparse.Namespace) -> None:
     from difflab.process import DDPMProcess
     from difflab.viz import plot_schedules
 
-    T = a.T or 1000
-    path = plot_schedules({s: DDPMProcess(s, T) for s in SCHEDULES}, a.plot or "schedules.png")
+    path = plot_schedules({s: DDPMProcess(s, a.T) for s in SCHEDULES}, a.plot)
     print(f"schedules -> {path}")
 
 
@@ -59,12 +58,12 @@ def run_noise(a: argparse.Namespace) -> None:
     from difflab.process import DDPMProcess
     from difflab.viz import plot_image_rows
 
-    data = load_dataset(a.dataset or "digits", image_size=a.image_size)
+    data = load_dataset(a.dataset, image_size=a.image_size)
     if data.kind != "image":
         raise DifflabError(f"difflab noise draws images; {data.name!r} is a 2-D point set (try difflab flow2d)")
-    process = DDPMProcess(a.schedule or "linear")
-    g = torch.Generator().manual_seed(a.seed or 0)
-    n, K = min(a.n or 6, len(data)), a.times or 8
+    process = DDPMProcess(a.schedule)
+    g = torch.Generator().manual_seed(a.seed)
+    n, K = min(a.n, len(data)), a.times
     x0 = data.data[torch.randperm(len(data), generator=g)[:n]]
     times = torch.linspace(0, 1, K, dtype=torch.float64)
     rows = []
@@ -72,7 +71,7 @@ def run_noise(a: argparse.Namespace) -> None:
         eps = torch.randn((K,) + x0.shape[1:], generator=g)
         xt = process.marginal(x0[j].expand(K, *x0.shape[1:]), times, eps)
         rows.append((f"image {j}", xt))
-    path = plot_image_rows(rows, times.tolist(), a.out or "noise.png",
+    path = plot_image_rows(rows, times.tolist(), a.out,
                            title=f"forward process q(x_t | x_0), {process.schedule} schedule")
     print(f"forward process -> {path}")
 
@@ -80,9 +79,8 @@ def run_noise(a: argparse.Namespace) -> None:
 def run_flow2d(a: argparse.Namespace) -> None:
     from difflab.pipelines.flow2d import flow2d
 
-    res = flow2d(a.dataset or "moons", a.out or "flow2d.png", a.runs or "runs/flow2d",
-                 train_steps=a.train_steps or 3000, n_paths=a.paths or 48, sample_steps=a.steps or 100,
-                 seed=a.seed or 0)
+    res = flow2d(a.dataset, a.out, a.runs, train_steps=a.train_steps, n_paths=a.paths, sample_steps=a.steps,
+                 seed=a.seed)
     for title, s in res.straightness.items():
         print(f"{title:40s} straightness {s:.4f}")
     print(f"paths -> {res.path}  (models in {', '.join(str(p) for p in res.runs.values())})")

@@ -9,10 +9,11 @@ from typing import Any, Callable
 
 import torch
 
-from difflab.cli.common import add, finite_float, nonneg_int, positive_int
+from difflab.cli.common import finite_float, nonneg_int, option, optional, positive_int
 from difflab.errors import DifflabError
+from difflab.process import REVERSE_VARIANCES
+from difflab.rng import SEED_STRIDE
 from difflab.samplers import SAMPLERS, SPACINGS, StepInfo, sampler_options, time_grid
-from difflab.samplers.ddpm import VARIANCES
 from difflab.samplers.pc import CORRECTOR_RULES, PREDICTORS
 from difflab.samplers.sde import DIFFUSIONS
 
@@ -48,7 +49,7 @@ class SamplerFlag:
 SAMPLER_FLAGS = (
     SamplerFlag("eta", "noise scale: ddim 0 is deterministic, 1 the DDPM posterior noise; euler-maruyama "
                 "scales the diffusion w(t), 0 is the Euler ODE", finite_float),
-    SamplerFlag("variance", "DDPM step variance: posterior (beta-tilde_t) or beta (beta_t)", choices=VARIANCES),
+    SamplerFlag("variance", "DDPM step variance: posterior (beta-tilde_t) or beta (beta_t)", choices=REVERSE_VARIANCES),
     SamplerFlag("diffusion", "reverse-SDE diffusion w(t): sde = g(t)^2 (the process's own reverse SDE), sigma = "
                 "sigma(t) (bounded, as in SiT), auto = sigma where alpha(t_max) = 0 (flow), else sde",
                 choices=DIFFUSIONS),
@@ -73,22 +74,22 @@ SPACING_HELP = ("time grid: uniform in t, quadratic (dense near the data), karra
 def add_sampling_flags(p: argparse.ArgumentParser, default_n: int) -> None:
     """The options that say how to draw samples from a run: shared by `difflab sample` and `difflab eval`."""
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="run folder (uses its latest checkpoint) or a step folder")
-    add(p, "--sampler", f"sampler ({', '.join(SAMPLERS)})", "ddim", choices=tuple(SAMPLERS), metavar="NAME")
-    add(p, "--steps", STEPS_HELP, 50, type=positive_int)
-    add(p, "--spacing", f"{SPACING_HELP}", "uniform", choices=SPACINGS, metavar="NAME")
-    add(p, "--t-min", "smallest time above 0 on the grid, where the denoising step starts", "the process's t_min",
-        type=finite_float, dest="t_min")
-    add(p, "--n", "number of samples", default_n, type=positive_int)
-    add(p, "--seed", "seed; sample i uses seed*1000003 + i", 0, type=int)
-    add(p, "--batch-size", "samples per batch", 256, type=positive_int)
-    for f in SAMPLER_FLAGS:
-        add(p, f.flag, f"{f.help}; for {', '.join(f.takers())}", f.defaults(), type=f.type, choices=f.choices,
-            dest=f.option)
-    add(p, "--label", "class label for a class-conditional model (default: cycle through the classes)", type=int)
+    option(p, "--sampler", f"sampler ({', '.join(SAMPLERS)})", "ddim", choices=tuple(SAMPLERS), metavar="NAME")
+    option(p, "--steps", STEPS_HELP, 50, type=positive_int)
+    option(p, "--spacing", f"{SPACING_HELP}", "uniform", choices=SPACINGS, metavar="NAME")
+    optional(p, "--t-min", "smallest time above 0 on the grid, where the denoising step starts", "the process's t_min",
+             type=finite_float, dest="t_min")
+    option(p, "--n", "number of samples", default_n, type=positive_int)
+    option(p, "--seed", f"seed; sample i uses seed*{SEED_STRIDE} + i", 0, type=int)
+    option(p, "--batch-size", "samples per batch", 256, type=positive_int)
+    for f in SAMPLER_FLAGS:   # None unless given: a sampler rejects options it does not take
+        optional(p, f.flag, f"{f.help}; for {', '.join(f.takers())}", f.defaults(), type=f.type, choices=f.choices,
+                 dest=f.option)
+    optional(p, "--label", "class label for a class-conditional model (default: cycle through the classes)", type=int)
     p.add_argument("--clip-x0", dest="clip", action=argparse.BooleanOptionalAction, default=None,
-                   help="clamp the x0 prediction to [-1, 1] (default: on for ddpm/ddim on images)")
+                   help="clamp the x0 prediction to the data's range (default: on for ddpm/ddim on pixels)")
     p.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
-    add(p, "--device", "auto, cpu, cuda or cuda:N", "auto")
+    option(p, "--device", "auto, cpu, cuda or cuda:N", "auto")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -99,7 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_sampling_flags(p, default_n=64)
     p.add_argument("--trajectory", action="store_true",
                    help="also write OUT_trajectory.png: x_t and the predicted x_0 at a few times from T down to 0")
-    add(p, "--out", "output PNG", "samples.png")
+    option(p, "--out", "output PNG", "samples.png")
     p.set_defaults(func=run)
 
 
@@ -107,31 +108,29 @@ def register(sub: argparse._SubParsersAction) -> None:
 class Sampling:
     """What add_sampling_flags parsed, resolved: the loaded model and the keyword arguments of sample_run."""
 
-    model: Any                     # pipelines.sample.LoadedModel
+    model: Any                     # pipelines.run.LoadedModel
     sampler: str
     steps: int
     n: int
-    kwargs: dict[str, Any]         # seed, device, clip, batch_size, spacing, t_min, options, labels
+    kwargs: dict[str, Any]         # seed, device, clip, batch_size, spacing, t_min, options, cond
 
 
-def resolve_sampling(a: argparse.Namespace, default_n: int) -> Sampling:
+def resolve_sampling(a: argparse.Namespace) -> Sampling:
     """Load the run and check the sampling options; every mistake is a one-line DifflabError."""
-    from difflab.pipelines.sample import default_labels, load_model
+    from difflab.pipelines.run import default_condition, load_model, num_classes
 
-    sampler, steps, n = a.sampler or "ddim", a.steps or 50, a.n or default_n
-    options = chosen_options(a, sampler)
-    model = load_model(a.checkpoint, ema=not a.raw, device=a.device or "auto")
+    options = chosen_options(a, a.sampler)
+    model = load_model(a.checkpoint, ema=not a.raw, device=a.device)
     if a.label is not None:
-        K = model.config.network.get("num_classes")
+        K = num_classes(model.config)
         if not K:
             raise DifflabError("--label needs a class-conditional run (trained with --class-cond)")
         if not 0 <= a.label < K:
             raise DifflabError(f"--label must lie in [0, {K - 1}], got {a.label}")
     device = next(model.network.parameters()).device
-    kwargs = dict(seed=a.seed or 0, device=device, clip=a.clip, batch_size=a.batch_size or 256,
-                  spacing=a.spacing or "uniform", t_min=a.t_min, options=options,
-                  labels=default_labels(model.config, n, a.label))
-    return Sampling(model, sampler, steps, n, kwargs)
+    kwargs = dict(seed=a.seed, device=device, clip=a.clip, batch_size=a.batch_size, spacing=a.spacing,
+                  t_min=a.t_min, options=options, cond=default_condition(model.config, a.n, a.label))
+    return Sampling(model, a.sampler, a.steps, a.n, kwargs)
 
 
 def chosen_options(a: argparse.Namespace, sampler: str) -> dict[str, Any]:
@@ -169,20 +168,21 @@ def run(a: argparse.Namespace) -> None:
     from difflab.pipelines.sample import sample_run, save_samples
     from difflab.viz import plot_image_rows
 
-    job = resolve_sampling(a, default_n=64)
+    job = resolve_sampling(a)
     model, sampler, steps, n = job.model, job.sampler, job.steps, job.n
-    recorder = TrajectoryRecorder(time_grid(model.process, steps, a.spacing or "uniform", a.t_min))
+    data_spec = model.codec.data_spec
+    if a.trajectory and data_spec.kind != "pixels":
+        raise DifflabError(f"--trajectory draws images; this run models {data_spec.kind} (for 2-D points use difflab flow2d)")
+    recorder = TrajectoryRecorder(time_grid(model.process, steps, a.spacing, a.t_min))
 
     def record(start: int) -> TrajectoryRecorder | None:
         return recorder if start == 0 and a.trajectory else None
 
     out = sample_run(model.network, model.process, model.config, sampler, steps, n, callback=record, **job.kwargs)
-    path = save_samples(out.x, Path(a.out or "samples.png"))
+    path = save_samples(out.x, Path(a.out), data_spec)
     print(f"{n} samples with {sampler} ({out.nfe} NFE) in {out.seconds:.2f} s from {model.checkpoint} "
           f"(step {model.step}, {'raw' if a.raw else 'EMA'} weights) -> {path}")
     if a.trajectory:
-        if len(model.example_shape) != 3:
-            raise DifflabError("--trajectory draws images; for 2-D data use difflab flow2d")
         columns = recorder.columns
         times = [t for t, _, _ in columns] + [0.0]
         rows = []

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
-from difflab.cli.common import add, finite_float, nonneg_int, positive_int
+from difflab.cli.common import finite_float, nonneg_int, optional, positive_int
 from difflab.config import DataConfig, EvalConfig, PreviewConfig, RunConfig, updated
 from difflab.data import DATASET_NAMES
 from difflab.errors import DifflabError
-from difflab.networks import PRESETS
-from difflab.objectives import COUPLINGS, TIME_SAMPLINGS, WEIGHTINGS, DiffusionObjective
+from difflab.networks import AUTO, DEFAULT_PRESETS, PRESETS
+from difflab.objectives import COUPLINGS, TIME_SAMPLINGS, WEIGHTINGS
 from difflab.parameterization import TARGETS
-from difflab.process import PROCESSES, SCHEDULES, FlowProcess, VEProcess, VPProcess
+from difflab.process import PROCESSES, process_class, process_options
 from difflab.samplers import SAMPLERS
 from difflab.training import TrainerConfig
 
@@ -28,95 +30,125 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Train a diffusion model and write a run folder: config.json, checkpoints/ (safetensors), log.jsonl, "
         "loss.png and sample grids (samples.png, samples/step_*.png)."))
     d, t, r = DataConfig(), TrainerConfig(), RunConfig()
-    vp, ve, flow = VPProcess(), VEProcess(), FlowProcess()
-    add(p, "--dataset", f"built-in dataset ({', '.join(DATASET_NAMES)}), an image folder or a .npz file", d.dataset)
-    add(p, "--image-size", "resize images to this size", type=positive_int)
-    add(p, "--channels", "1 (gray) or 3 (RGB)", type=int, choices=(1, 3))
+    defaults = ", ".join(f"{DEFAULT_PRESETS[layout]} for {layout} data" for layout in DEFAULT_PRESETS)
+    optional(p, "--dataset", f"built-in dataset ({', '.join(DATASET_NAMES)}), an image folder or a .npz file", d.dataset)
+    optional(p, "--image-size", "resize images to this size", type=positive_int)
+    optional(p, "--channels", "1 (gray) or 3 (RGB)", type=int, choices=(1, 3))
     p.add_argument("--class-cond", action="store_true", default=None, help="condition on the dataset's labels")
-    add(p, "--model", f"network preset ({', '.join(PRESETS)})", r.model, choices=PRESETS, metavar="PRESET")
-    add(p, "--process", f"forward process ({', '.join(PROCESSES)})", r.process["name"], choices=PROCESSES,
-        metavar="NAME")
-    add(p, "--schedule", f"DDPM beta schedule ({', '.join(SCHEDULES)}); ddpm only", r.process["schedule"],
-        choices=SCHEDULES, metavar="NAME")
-    add(p, "--T", "number of DDPM steps; ddpm only", r.process["T"], type=positive_int, dest="T")
-    add(p, "--beta-min", "VP-SDE beta(0); vp only", vp.beta_min, type=finite_float)
-    add(p, "--beta-max", "VP-SDE beta(1); vp only", vp.beta_max, type=finite_float)
-    add(p, "--sigma-min", "VE-SDE sigma(0); ve only", ve.sigma_min, type=finite_float)
-    add(p, "--sigma-max", "VE-SDE sigma(1); ve only", ve.sigma_max, type=finite_float)
-    add(p, "--t-min", f"smallest training time (vp {vp.t_min:g}, ve {ve.t_min:g}, flow {flow.t_min:g}); vp, ve, flow",
-        type=finite_float)
-    add(p, "--t-max", "largest time of the flow path (1, or 0.999 for eps/score targets, which need alpha > 0); "
-        "flow only", type=finite_float)
-    add(p, "--target", f"what the network predicts ({', '.join(TARGETS)})", r.objective.target, choices=TARGETS,
-        metavar="NAME")
-    add(p, "--weighting", f"loss weighting lambda(t) ({', '.join(WEIGHTINGS)})", r.objective.weighting,
-        choices=WEIGHTINGS, metavar="NAME")
-    add(p, "--min-snr-gamma", "gamma of the min-snr weighting", r.objective.min_snr_gamma, type=finite_float)
-    add(p, "--time-sampling", f"training times ({', '.join(TIME_SAMPLINGS)}); discrete t = i/T needs ddpm",
-        "discrete for ddpm, else continuous", choices=TIME_SAMPLINGS, metavar="HOW")
-    add(p, "--coupling", f"noise-data pairing ({', '.join(COUPLINGS)}); ot: exact minibatch optimal transport, "
-        "flow only", r.objective.coupling, choices=COUPLINGS, metavar="HOW")
-    add(p, "--steps", "training steps (in total, when resuming)", t.steps, type=positive_int)
-    add(p, "--batch-size", "examples per step", t.batch_size, type=positive_int)
-    add(p, "--lr", "AdamW learning rate", t.lr, type=finite_float)
-    add(p, "--warmup", "linear learning-rate warm-up steps", t.warmup, type=nonneg_int)
-    add(p, "--weight-decay", "AdamW weight decay", t.weight_decay, type=finite_float)
-    add(p, "--grad-clip", "max gradient norm, 0 = off", t.grad_clip, type=finite_float)
-    add(p, "--ema-decay", "EMA decay of the weights", t.ema_decay, type=finite_float)
-    add(p, "--seed", "random seed (weights, data order, noise)", t.seed, type=int)
-    add(p, "--log-every", "steps between log.jsonl lines", t.log_every, type=positive_int)
-    add(p, "--checkpoint-every", "steps between checkpoints", t.checkpoint_every, type=positive_int)
-    add(p, "--sample-every", "steps between sample grids, 0 = only at the end", t.sample_every, type=nonneg_int)
-    add(p, "--preview-sampler", "sampler for those grids", PreviewConfig().sampler, choices=tuple(SAMPLERS),
-        metavar="NAME")
-    add(p, "--preview-steps", "sampler steps for those grids", PreviewConfig().steps, type=positive_int)
+    optional(p, "--model", f"network preset ({', '.join(PRESETS)}); auto: {defaults}", r.model,
+             choices=(AUTO, *PRESETS), metavar="PRESET")
+    optional(p, "--process", f"forward process ({', '.join(PROCESSES)})", r.process["name"], choices=PROCESSES,
+             metavar="NAME")
+    for flag in process_flags():
+        optional(p, flag.flag, flag.help, flag.shown, type=flag.type, choices=flag.choices, dest=flag.option,
+                 metavar=flag.metavar)
+    optional(p, "--target", f"what the network predicts ({', '.join(TARGETS)})", r.objective.target, choices=TARGETS,
+             metavar="NAME")
+    optional(p, "--weighting", f"loss weighting lambda(t) ({', '.join(WEIGHTINGS)})", r.objective.weighting,
+             choices=WEIGHTINGS, metavar="NAME")
+    optional(p, "--min-snr-gamma", "gamma of the min-snr weighting", r.objective.min_snr_gamma, type=finite_float)
+    optional(p, "--time-sampling", f"training times ({', '.join(TIME_SAMPLINGS)}); discrete t = i/T needs a process "
+             "with discrete steps (ddpm); auto: discrete where the process has them, else continuous",
+             r.objective.time_sampling, choices=TIME_SAMPLINGS, metavar="HOW")
+    optional(p, "--coupling", f"noise-data pairing ({', '.join(COUPLINGS)}); ot: exact minibatch optimal transport, "
+             "flow only", r.objective.coupling, choices=COUPLINGS, metavar="HOW")
+    optional(p, "--steps", "training steps (in total, when resuming)", t.steps, type=positive_int)
+    optional(p, "--batch-size", "examples per step", t.batch_size, type=positive_int)
+    optional(p, "--lr", "AdamW learning rate", t.lr, type=finite_float)
+    optional(p, "--warmup", "linear learning-rate warm-up steps", t.warmup, type=nonneg_int)
+    optional(p, "--weight-decay", "AdamW weight decay", t.weight_decay, type=finite_float)
+    optional(p, "--grad-clip", "max gradient norm, 0 = off", t.grad_clip, type=finite_float)
+    optional(p, "--ema-decay", "EMA decay of the weights", t.ema_decay, type=finite_float)
+    optional(p, "--seed", "random seed (weights, data order, noise)", t.seed, type=int)
+    optional(p, "--log-every", "steps between log.jsonl lines", t.log_every, type=positive_int)
+    optional(p, "--checkpoint-every", "steps between checkpoints", t.checkpoint_every, type=positive_int)
+    optional(p, "--sample-every", "steps between sample grids, 0 = only at the end", t.sample_every, type=nonneg_int)
+    optional(p, "--preview-sampler", "sampler for those grids", PreviewConfig().sampler, choices=tuple(SAMPLERS),
+             metavar="NAME")
+    optional(p, "--preview-steps", "sampler steps for those grids", PreviewConfig().steps, type=positive_int)
     ev = EvalConfig()
-    add(p, "--eval-every", "steps between evaluations of the EMA model (FID, KID, IS, precision/recall of "
-        "--eval-n samples drawn like the preview grids, logged to eval.jsonl); 0 = never", ev.every, type=nonneg_int)
-    add(p, "--eval-n", "samples per evaluation", ev.n, type=positive_int)
-    add(p, "--eval-features", "feature extractor for those metrics (builtin, inception)", ev.features,
-        choices=("builtin", "inception"), metavar="KIND")
-    add(p, "--inception-weights", "FID Inception-v3 weights for --eval-features inception", metavar="FILE")
-    add(p, "--device", "auto, cpu, cuda or cuda:N", t.device)
-    add(p, "--precision", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16", t.precision,
-        choices=("auto", "fp32", "bf16"))
-    add(p, "--out", "run folder to create", "runs/<dataset>")
-    add(p, "--resume", "continue the run in this folder from its last checkpoint", metavar="DIR")
+    optional(p, "--eval-every", "steps between evaluations of the EMA model (FID, KID, IS, precision/recall of "
+             "--eval-n samples drawn like the preview grids, logged to eval.jsonl); 0 = never", ev.every,
+             type=nonneg_int)
+    optional(p, "--eval-n", "samples per evaluation", ev.n, type=positive_int)
+    optional(p, "--eval-features", "feature extractor for those metrics (builtin, inception)", ev.features,
+             choices=("builtin", "inception"), metavar="KIND")
+    optional(p, "--inception-weights", "FID Inception-v3 weights for --eval-features inception", metavar="FILE")
+    optional(p, "--device", "auto, cpu, cuda or cuda:N", t.device)
+    optional(p, "--precision", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16", t.precision,
+             choices=("auto", "fp32", "bf16"))
+    optional(p, "--out", "run folder to create", "runs/<dataset>")
+    optional(p, "--resume", "continue the run in this folder from its last checkpoint", metavar="DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
-# the options of each process: flag name -> config key
-PROCESS_OPTIONS = {"ddpm": ("schedule", "T"), "vp": ("beta_min", "beta_max", "t_min"),
-                   "ve": ("sigma_min", "sigma_max", "t_min"), "flow": ("t_min", "t_max")}
-ALL_PROCESS_OPTIONS = sorted({k for keys in PROCESS_OPTIONS.values() for k in keys})
+@dataclass(frozen=True)
+class ProcessFlag:
+    """A command-line flag for the process option of the same name, read from the processes' signatures."""
+
+    option: str
+    takers: tuple[str, ...]          # the processes that take it
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.option.replace("_", "-")
+
+    @property
+    def help(self) -> str:
+        return f"{process_class(self.takers[0]).OPTION_HELP[self.option]}; for {', '.join(self.takers)}"
+
+    @property
+    def shown(self) -> str:
+        values = [process_options(name)[self.option] for name in self.takers]
+        if len(set(map(str, values))) == 1:
+            return str(values[0])
+        return ", ".join(f"{v} for {name}" for v, name in zip(values, self.takers))
+
+    @property
+    def choices(self) -> tuple[str, ...] | None:
+        return process_class(self.takers[0]).OPTION_CHOICES.get(self.option)
+
+    @property
+    def metavar(self) -> str | None:
+        return "NAME" if self.choices else None
+
+    @property
+    def type(self) -> Callable[[str], Any]:
+        default = process_options(self.takers[0])[self.option]
+        return {bool: None, int: positive_int, float: finite_float}.get(type(default)) or str
+
+
+def process_flags() -> list[ProcessFlag]:
+    """One flag per option of any process, in the order the processes list them."""
+    takers: dict[str, list[str]] = {}
+    for name in PROCESSES:
+        for option in process_options(name):
+            takers.setdefault(option, []).append(name)
+    return [ProcessFlag(option, tuple(names)) for option, names in takers.items()]
 
 
 def process_config(a: argparse.Namespace) -> dict:
-    """The process's JSON config from the options that apply to it; others given are an error."""
+    """The process's JSON config from the options given for it; options of other processes are an error.
+    Options not given are filled with the process's defaults when the config is resolved."""
     name = a.process or RunConfig().process["name"]
-    wrong = [k for k in ALL_PROCESS_OPTIONS if getattr(a, k) is not None and k not in PROCESS_OPTIONS[name]]
+    given = {f.option: getattr(a, f.option) for f in process_flags() if getattr(a, f.option) is not None}
+    wrong = [option for option in given if option not in process_options(name)]
     if wrong:
         flags = ", ".join("--" + k.replace("_", "-") for k in wrong)
         raise DifflabError(f"{flags} does not apply to --process {name}")
-    config = dict(RunConfig().process) if name == "ddpm" else {"name": name}
-    config.update({k: getattr(a, k) for k in PROCESS_OPTIONS[name] if getattr(a, k) is not None})
-    if name == "flow" and "t_max" not in config and a.target in ("eps", "score"):
-        config["t_max"] = 0.999        # alpha(1) = 0: an eps prediction at pure noise says nothing of x_0
-    return config
+    return {"name": name, **given}
 
 
 def build_config(a: argparse.Namespace) -> RunConfig:
     base = RunConfig()
-    process = process_config(a)
-    time_sampling = a.time_sampling or ("discrete" if process["name"] == "ddpm" else "continuous")
     return updated(
         base,
         data=updated(DataConfig(), dataset=a.dataset, image_size=a.image_size, channels=a.channels,
                      class_cond=a.class_cond),
-        model=a.model, process=process,
-        objective=updated(DiffusionObjective(), target=a.target, weighting=a.weighting, coupling=a.coupling,
-                          min_snr_gamma=a.min_snr_gamma, time_sampling=time_sampling),
+        model=a.model, process=process_config(a),
+        objective=updated(base.objective, target=a.target, weighting=a.weighting, coupling=a.coupling,
+                          min_snr_gamma=a.min_snr_gamma, time_sampling=a.time_sampling),
         trainer=updated(TrainerConfig(), **{k: getattr(a, k) for k in TRAINER_FLAGS}),
         preview=updated(PreviewConfig(), sampler=a.preview_sampler, steps=a.preview_steps),
         evaluation=eval_config(EvalConfig(), a),

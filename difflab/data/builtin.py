@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from difflab.data.dataset import ArrayDataset, one_line, pixels_to_unit
-from difflab.errors import DifflabError
+from difflab.data.dataset import ArrayDataset, pixels_to_unit
+from difflab.errors import DifflabError, one_line
 
 DIGIT_CLASS_NAMES: tuple[str, ...] = tuple(str(d) for d in range(10))
 DIGITS_SIZE = 8

@@ -1,8 +1,8 @@
 """The in-memory data set every source returns, and the steps every source shares.
 
 Shared steps, written once: the fixed train/test split (``split_indices``, ``take_split``), pixel values
-to [-1, 1] (``pixels_to_unit``), resizing / channel conversion (``fit_square``, ``adapt_images``), option
-checks, and quoting an error inside a DifflabError (``one_line``).
+to [-1, 1] (``pixels_to_unit``), resizing / channel conversion (``fit_square``, ``adapt_images``) and
+option checks.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from difflab.dataspec import DataSpec
 from difflab.errors import DifflabError
 
 SPLITS: tuple[str, ...] = ("train", "test", "all")
@@ -55,6 +56,13 @@ class ArrayDataset:
     def kind(self) -> str:
         """"image" for (N, C, H, W) data, "points" for (N, 2) data."""
         return "image" if self.data.dim() == 4 else "points"
+
+    @property
+    def spec(self) -> DataSpec:
+        """The data description: pixels (C, H, W) in [-1, 1], or points (D,)."""
+        if self.kind == "image":
+            return DataSpec.pixels(*self.example_shape)
+        return DataSpec.points(self.example_shape[0])
 
     @property
     def example_shape(self) -> tuple[int, ...]:
@@ -153,8 +161,3 @@ def check_image_options(image_size: int | None, channels: int | None) -> None:
 def is_int_at_least(value: object, minimum: int) -> bool:
     """True for a true integer (not a bool) >= minimum."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-
-
-def one_line(error: BaseException) -> str:
-    """``error`` as "Type: message" on one line, to quote inside a DifflabError message."""
-    return " ".join(f"{type(error).__name__}: {error}".split())

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from difflab.data.dataset import ArrayDataset, fit_square, one_line, pixels_to_unit, split_indices
-from difflab.errors import DifflabError
+from difflab.data.dataset import ArrayDataset, fit_square, pixels_to_unit, split_indices
+from difflab.errors import DifflabError, one_line
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp")
 DEFAULT_IMAGE_SIZE = 32

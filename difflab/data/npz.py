@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from numpy.lib.npyio import NpzFile
 
-from difflab.data.dataset import CHANNEL_CHOICES, ArrayDataset, one_line, pixels_to_unit
-from difflab.errors import DifflabError
+from difflab.data.dataset import CHANNEL_CHOICES, ArrayDataset, pixels_to_unit
+from difflab.errors import DifflabError, one_line
 
 DATA_KEYS: tuple[str, ...] = ("images", "x")
 LABEL_KEYS: tuple[str, ...] = ("labels", "y")

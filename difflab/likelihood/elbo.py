@@ -20,14 +20,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from difflab.denoiser import Denoiser
+from difflab.condition import Condition
+from difflab.denoisers.base import Denoiser
 from difflab.errors import DifflabError
 from difflab.likelihood.bpd import BIN_WIDTH, nats_to_bpd
 from difflab.likelihood.gaussian import discretized_gaussian_log_likelihood, gaussian_log_likelihood, normal_kl
 from difflab.likelihood.result import LikelihoodResult
-from difflab.process import DDPMProcess, expand_to
+from difflab.process import REVERSE_VARIANCES, DDPMProcess, GaussianProcess, expand_to
 from difflab.rng import GeneratorNoise, Noise
-from difflab.samplers.ddpm import VARIANCES
 
 DECODERS = ("discretized", "gaussian")
 
@@ -50,11 +50,12 @@ class ElboResult(LikelihoodResult):
 
 
 def ddpm_process(denoiser: Denoiser) -> DDPMProcess:
-    process = denoiser.process
-    if not isinstance(process, DDPMProcess):
-        raise DifflabError(f"the DDPM variational bound needs a ddpm process, not {process.name!r}; "
-                           "use the probability-flow ODE likelihood (ode_bpd) instead")
-    return process
+    """The denoiser's process, which must have discrete steps (the bound is a sum over them)."""
+    process: GaussianProcess = denoiser.process
+    if process.discrete_steps is None:
+        raise DifflabError(f"the DDPM variational bound needs a process with discrete steps (ddpm), not "
+                           f"{process.name!r}; use the probability-flow ODE likelihood (ode_bpd) instead")
+    return process  # type: ignore[return-value]   (a process with discrete steps has DDPM's tables)
 
 
 def prior_kl(process: DDPMProcess, x0: Tensor) -> Tensor:
@@ -70,14 +71,14 @@ def reverse_variance(process: DDPMProcess, steps: Tensor, variance: str) -> Tens
     The decoder (t = 1) gets beta_1 under "beta" (the paper's sigma_1^2) and beta-tilde_2 under "posterior",
     since beta-tilde_1 = 0 (the clipped value of Ho et al.'s and Nichol & Dhariwal's code, which use
     beta-tilde_2 at t = 1 for both choices)."""
-    if variance not in VARIANCES:
-        raise DifflabError(f"unknown DDPM variance {variance!r}; choose one of {', '.join(VARIANCES)}")
+    if variance not in REVERSE_VARIANCES:
+        raise DifflabError(f"unknown DDPM variance {variance!r}; choose one of {', '.join(REVERSE_VARIANCES)}")
     if variance == "beta":
         return process.betas.to(steps.device)[steps - 1]
     return process.posterior_table(steps.clamp_min(2))[2]
 
 
-def step_terms(denoiser: Denoiser, x0: Tensor, steps: Tensor, eps: Tensor, *, cond: Tensor | None = None,
+def step_terms(denoiser: Denoiser, x0: Tensor, steps: Tensor, eps: Tensor, *, cond: Condition | None = None,
                variance: str = "posterior", decoder: str = "discretized") -> Tensor:
     """One term of the bound per row, (N,) nats: L_{t-1} at x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps.
 
@@ -112,7 +113,7 @@ def step_terms(denoiser: Denoiser, x0: Tensor, steps: Tensor, eps: Tensor, *, co
     return out
 
 
-def elbo_terms(denoiser: Denoiser, x0: Tensor, *, cond: Tensor | None = None, variance: str = "posterior",
+def elbo_terms(denoiser: Denoiser, x0: Tensor, *, cond: Condition | None = None, variance: str = "posterior",
                decoder: str = "discretized", timesteps: int | None = None, t_batch: int = 50,
                noise: Noise | None = None) -> tuple[Tensor, Tensor]:
     """The bound's terms (B, T + 1) and its total (B,), in nats, for data x0 (B, ...).
@@ -160,7 +161,7 @@ def elbo_terms(denoiser: Denoiser, x0: Tensor, *, cond: Tensor | None = None, va
     return terms, total
 
 
-def elbo_bpd(denoiser: Denoiser, x0: Tensor, *, cond: Tensor | None = None, variance: str = "posterior",
+def elbo_bpd(denoiser: Denoiser, x0: Tensor, *, cond: Condition | None = None, variance: str = "posterior",
              decoder: str = "discretized", timesteps: int | None = None, t_batch: int = 50,
              noise: Noise | None = None) -> ElboResult:
     """The DDPM variational bound in bits/dim per example, for x0 (B, ...) in [-1, 1].

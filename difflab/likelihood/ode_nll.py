@@ -50,12 +50,13 @@ import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
-from difflab.denoiser import Denoiser
+from difflab.condition import Condition
+from difflab.denoisers.base import Denoiser
 from difflab.errors import DifflabError
 from difflab.likelihood.bpd import dequantize, nats_to_bpd
 from difflab.likelihood.gaussian import LOG_2PI
 from difflab.likelihood.result import LikelihoodResult
-from difflab.process import DDPMProcess, GaussianProcess
+from difflab.process import GaussianProcess
 from difflab.process.base import as_time
 from difflab.rng import GeneratorNoise, Noise
 
@@ -96,7 +97,7 @@ def solver_clock(process: GaussianProcess, clock: str | None, t_min: float,
                  t_max: float) -> tuple[Tensor, Tensor, Clock]:
     """The solver's start and end times and the map s -> (t, dt/ds) for ``clock`` "t" or "log-snr"
     (None: log-SNR for a DDPM process, t otherwise; see the module docstring)."""
-    clock = ("log-snr" if isinstance(process, DDPMProcess) else "t") if clock is None else clock
+    clock = ("log-snr" if process.discrete_steps is not None else "t") if clock is None else clock
     if clock not in CLOCKS:
         raise DifflabError(f"unknown clock {clock!r}; choose one of {', '.join(CLOCKS)}")
     if clock == "t":
@@ -114,7 +115,7 @@ def solver_clock(process: GaussianProcess, clock: str | None, t_min: float,
     return lam[0], lam[1], time_of
 
 
-def ode_nll(denoiser: Denoiser, y: Tensor, *, cond: Tensor | None = None, divergence: str = "hutchinson",
+def ode_nll(denoiser: Denoiser, y: Tensor, *, cond: Condition | None = None, divergence: str = "hutchinson",
             probe: str = "rademacher", noise: Noise | None = None, t_min: float | None = None,
             t_max: float | None = None, clock: str | None = None, method: str = "dopri5", rtol: float = 1e-5,
             atol: float = 1e-5, options: dict | None = None) -> tuple[Tensor, int]:
@@ -169,7 +170,7 @@ def ode_nll(denoiser: Denoiser, y: Tensor, *, cond: Tensor | None = None, diverg
     return -(log_prior + int_div + D * math.log(float(alpha_min))), nfe
 
 
-def ode_bpd(denoiser: Denoiser, x0: Tensor, *, cond: Tensor | None = None, dequantization: str = "centered",
+def ode_bpd(denoiser: Denoiser, x0: Tensor, *, cond: Condition | None = None, dequantization: str = "centered",
             divergence: str = "hutchinson", probe: str = "rademacher", noise: Noise | None = None,
             t_min: float | None = None, t_max: float | None = None, clock: str | None = None,
             method: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5,

@@ -3,26 +3,25 @@
     $DIFFLAB_CACHE (default ~/.cache/difflab)/KIND/NAME/tensors.safetensors
                                                    /meta.json
 
-An entry is filled under a temporary name and renamed into place, so a reader sees a whole entry or
-none. A missing or damaged entry reads as a miss (None); the caller recomputes and writes it again.
-Nothing is pickled.
+An entry is written with :func:`difflab.io.write_folder` (filled under a temporary name and renamed into
+place), so a reader sees a whole entry or none. A missing or damaged entry reads as a miss (None); the
+caller recomputes and writes it again. Nothing is pickled.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
-from difflab.data.dataset import one_line
+from difflab.errors import one_line
+from difflab.io import write_folder
 
 CACHE_ENV = "DIFFLAB_CACHE"
 TENSORS = "tensors.safetensors"
@@ -61,27 +60,13 @@ def write_entry(folder: Path, tensors: dict[str, Tensor], meta: dict[str, Any]) 
     Returns False, with a warning, if the cache cannot be written (read-only or full disk): a cache
     is an optimisation, so the caller goes on with the values it computed.
     """
-    folder, tmp = Path(folder), None
+    folder = Path(folder)
     try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".tmp_{folder.name}_"))
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / TENSORS))
-        (tmp / META).write_text(json.dumps(meta, indent=1, sort_keys=True))
-        for path in tmp.iterdir():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-        if folder.exists():  # a damaged or outdated entry: a usable one would have been read instead
-            shutil.rmtree(folder, ignore_errors=True)
-        try:
-            os.replace(tmp, folder)
-        except OSError:
-            if read_entry(folder) is None:  # unless another process wrote a whole entry meanwhile
-                raise
+        write_folder(folder, {TENSORS: tensors}, {META: json.dumps(meta, indent=1, sort_keys=True)})
     except OSError as e:
+        if read_entry(folder) is not None:   # another process wrote a whole entry meanwhile
+            return True
         warnings.warn(f"cannot write the cache entry {folder} ({one_line(e)}); set ${CACHE_ENV} to a "
                       "writable folder to keep results between runs", stacklevel=2)
         return False
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
     return True

@@ -27,7 +27,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from difflab.data.dataset import convert_channels, one_line
+from difflab.data.dataset import convert_channels
+from difflab.errors import one_line
 from difflab.errors import DifflabError
 from difflab.metrics.features import DEFAULT_BATCH_SIZE, FeatureExtractor
 

@@ -1,16 +1,19 @@
 """U-Net for images (Ho et al. 2020; Dhariwal & Nichol 2021): residual blocks with GroupNorm and SiLU,
-multi-head self-attention at chosen levels, a sinusoidal time embedding and an optional class embedding."""
+multi-head self-attention at chosen levels, a sinusoidal noise-level embedding and an optional class
+embedding; and its presets."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from difflab.networks.embeddings import TimeClassEmbedding
+from difflab.condition import Condition
+from difflab.dataspec import DataSpec
+from difflab.networks.embeddings import LOG_SNR, NoiseClassEmbedding, check_condition
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,24 @@ class UNetConfig:
     num_classes: int | None = None
     norm_groups: int = 32
     out_channels: int | None = None            # None: same as in_channels
+    noise_input: str = LOG_SNR                 # what the noise level is: see networks.embeddings
+
+    def fitted(self, spec: DataSpec, num_classes: int | None = None) -> UNetConfig:
+        """This config sized for examples of ``spec`` ((C, H, W) pixels or latents)."""
+        return replace(self, in_channels=spec.shape[0], image_size=spec.shape[1], num_classes=num_classes)
+
+
+UNET_PRESETS: dict[str, UNetConfig] = {
+    # 0.70M parameters: the CPU default for 8x8 digits.
+    "tiny": UNetConfig(base_channels=32, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(1,)),
+    # 4.0M: 8x8 to 28x28 on a CPU with patience.
+    "small": UNetConfig(base_channels=64, channel_mults=(1, 2), num_res_blocks=2, attention_levels=(1,)),
+    # 15.3M: 28x28 / 32x32 on a GPU.
+    "medium": UNetConfig(base_channels=96, channel_mults=(1, 2, 2), num_res_blocks=2, attention_levels=(1, 2)),
+    # Ho et al. (2020) CIFAR-10 model, 35.7M: attention at 16x16, dropout 0.1.
+    "ddpm-cifar10": UNetConfig(base_channels=128, channel_mults=(1, 2, 2, 2), num_res_blocks=2,
+                               attention_levels=(1,), dropout=0.1),
+}
 
 
 def group_norm(channels: int, groups: int) -> nn.GroupNorm:
@@ -80,14 +101,15 @@ class SelfAttention(nn.Module):
 
 
 class UNet(nn.Module):
-    """eps/x0/v/... predictor f(x, t, y): x (B, C, H, W), t (B,) in [0, 1], y (B,) labels or None -> (B, C_out, H, W)."""
+    """eps/x0/v/... predictor f(x, noise, cond): x (B, C, H, W), noise (B,) noise levels, cond with (B,) labels
+    or None -> (B, C_out, H, W)."""
 
     def __init__(self, config: UNetConfig) -> None:
         super().__init__()
         self.config = cfg = config
         ch0, groups = cfg.base_channels, cfg.norm_groups
         emb_dim = 4 * ch0
-        self.embed = TimeClassEmbedding(ch0, emb_dim, cfg.num_classes)
+        self.embed = NoiseClassEmbedding(ch0, emb_dim, cfg.num_classes, cfg.noise_input)
         self.conv_in = nn.Conv2d(cfg.in_channels, ch0, 3, padding=1)
 
         def block(c_in: int, c_out: int) -> ResBlock:
@@ -119,10 +141,15 @@ class UNet(nn.Module):
         self.norm_out = group_norm(ch, groups)
         self.conv_out = zero_init(nn.Conv2d(ch, cfg.out_channels or cfg.in_channels, 3, padding=1))
 
-    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+    @property
+    def noise_input(self) -> str:
+        return self.config.noise_input
+
+    def forward(self, x: Tensor, noise: Tensor, cond: Condition | None = None) -> Tensor:
         if x.ndim != 4 or x.shape[1] != self.config.in_channels:
             raise ValueError(f"UNet expects (B, {self.config.in_channels}, H, W), got {tuple(x.shape)}")
-        emb = self.embed(t, y)                                      # (B, 4 C0)
+        check_condition(cond, "U-Net", labels=bool(self.config.num_classes))
+        emb = self.embed(noise, cond)                               # (B, 4 C0)
         h = self.conv_in(x)                                         # (B, C0, H, W)
         hs = [h]
         for layer in self.down:

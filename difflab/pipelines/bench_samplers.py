@@ -23,10 +23,10 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import Tensor
 
-from difflab.analytic import GaussianMixtureDenoiser
+from difflab.denoisers import GaussianMixtureDenoiser, bench_mixture
 from difflab.errors import DifflabError
 from difflab.metrics.sliced_wasserstein import projection_directions, sliced_w2
-from difflab.process import PROCESSES, DDPMProcess, GaussianProcess, build_process
+from difflab.process import PROCESSES, build_process
 from difflab.rng import GeneratorNoise
 from difflab.samplers import SAMPLERS, SPACINGS, SampleResult, get_sampler, time_grid
 
@@ -50,20 +50,7 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-# --- the exact model and the distance ---------------------------------------------------------------
-def bench_mixture(process: GaussianProcess, dim: int) -> GaussianMixtureDenoiser:
-    """The benchmark's data. 2-D: three anisotropic components of unequal weight (the tests' mixture);
-    otherwise four components with means ~ N(0, 0.5^2 I) and per-coordinate stds in [0.2, 0.6] (seed 0)."""
-    if dim == 2:
-        means = torch.tensor([[-1.0, -0.5], [1.0, -0.5], [0.0, 1.0]], dtype=torch.float64)
-        stds = torch.tensor([[0.3, 0.15], [0.2, 0.2], [0.15, 0.4]], dtype=torch.float64)
-        return GaussianMixtureDenoiser(process, means, stds, torch.tensor([0.5, 0.3, 0.2]))
-    g = torch.Generator().manual_seed(0)
-    means = 0.5 * torch.randn(4, dim, generator=g, dtype=torch.float64)
-    stds = 0.2 + 0.4 * torch.rand(4, dim, generator=g, dtype=torch.float64)
-    return GaussianMixtureDenoiser(process, means, stds, torch.tensor([0.4, 0.3, 0.2, 0.1]))
-
-
+# --- the distance ------------------------------------------------------------------------------------
 def rms(a: Tensor, b: Tensor) -> float:
     """Root mean square of a - b over every element."""
     return float(((a - b) ** 2).mean().sqrt())
@@ -118,22 +105,6 @@ class BenchResult:
         return {"n": self.n, "seconds": self.seconds, "floors": self.floors, "rows": [asdict(r) for r in self.rows]}
 
 
-def parse_list(text: str, kind: Callable[[str], Any], name: str, allowed: Sequence[Any] | None = None) -> list[Any]:
-    """'a,b,c' -> [kind(a), ...]; a DifflabError naming ``name`` on a bad item."""
-    items = []
-    for part in text.split(","):
-        try:
-            item = kind(part.strip())
-        except ValueError:
-            raise DifflabError(f"{name}: cannot read {part.strip()!r} in {text!r}") from None
-        if allowed is not None and item not in allowed:
-            raise DifflabError(f"{name}: unknown {item!r}; choose from {', '.join(map(str, allowed))}")
-        items.append(item)
-    if not items:
-        raise DifflabError(f"{name} is empty")
-    return items
-
-
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     t0 = time.perf_counter()
     out = fn()
@@ -147,8 +118,8 @@ def reference_solve(model: GaussianMixtureDenoiser, x: Tensor) -> Tensor:
     (log alpha_bar is piecewise linear), RK4 with one step between consecutive i/T instead: dopri5 spends
     ~10^5 NFE there resolving the jumps."""
     process = model.process
-    if isinstance(process, DDPMProcess):
-        return get_sampler("rk4")(model, x, time_grid(process, process.T)).x
+    if process.discrete_steps is not None:
+        return get_sampler("rk4")(model, x, time_grid(process, process.discrete_steps)).x
     ends = torch.tensor([process.t_max, process.t_min, 0.0], dtype=torch.float64)
     return get_sampler("dopri5")(model, x, ends, rtol=REFERENCE_TOL, atol=REFERENCE_TOL).x
 
@@ -206,7 +177,7 @@ def bench_case(result: BenchResult, model: GaussianMixtureDenoiser, nfes: Sequen
             continue
         for spacing in spacings:
             for target in nfes:
-                steps, _ = steps_for_nfe(sampler, model, target, spacing, {}, getattr(process, "T", None))
+                steps, _ = steps_for_nfe(sampler, model, target, spacing, {}, process.discrete_steps)
                 record(sampler, spacing, target, f"steps={steps}", time_grid(process, steps, spacing), {})
 
 

@@ -1,13 +1,15 @@
 """Evaluate a trained run: sample it, measure the samples against its data set, optionally its likelihood.
 
-    result = evaluate(model, sampler="ddim", steps=50, n=1000, seed=0, extractor=build_extractor("builtin", "digits"))
-    print(result.table()); Path("eval.json").write_text(json.dumps(result.to_dict()))
+    result = evaluate(network, process, cfg, sampler="ddim", steps=50, n=1000, seed=0,
+                      extractor=build_extractor("builtin", "digits"))
+    print(result.table()); eval_path(run_dir, "ddim", 50).write_text(json.dumps(result.to_dict()))
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,12 +18,17 @@ from torch import Tensor, nn
 from difflab.config import RunConfig
 from difflab.errors import DifflabError
 from difflab.metrics import FeatureExtractor, MetricOptions, MetricsReport, build_extractor, compute_metrics
+from difflab.pipelines.run import data_conditions, load_run_data, run_codec
 from difflab.pipelines.sample import make_denoiser, sample_run
-from difflab.pipelines.train import load_training_data
 from difflab.process import GaussianProcess
 from difflab.rng import PerSampleNoise
 
 BPD_ESTIMATES = ("elbo", "ode")
+
+
+def eval_path(run_dir: Path, sampler: str, steps: int, raw: bool = False) -> Path:
+    """Where an evaluation's JSON goes by default: into the evaluated run, named by how it was sampled."""
+    return Path(run_dir) / f"eval-{sampler}-{steps}{'-raw' if raw else ''}.json"
 
 
 @dataclass
@@ -62,7 +69,7 @@ def run_reference(cfg: RunConfig, split: str) -> str | Tensor:
     d = cfg.data
     if d.image_size is None and d.channels is None:
         return d.dataset
-    return load_training_data(cfg, split=split).data
+    return load_run_data(cfg, split=split).data
 
 
 def evaluate(network: nn.Module, process: GaussianProcess, cfg: RunConfig, *, sampler: str, steps: int, n: int,
@@ -70,8 +77,8 @@ def evaluate(network: nn.Module, process: GaussianProcess, cfg: RunConfig, *, sa
              metric_options: MetricOptions = MetricOptions(), device: torch.device | str = "cpu",
              step: int | None = None, **sample_kwargs: Any) -> EvalResult:
     """Draw n samples with ``sampler`` and measure them against the run's ``split``."""
-    if cfg.network["kind"] != "unet":
-        raise DifflabError("image metrics need an image model; this run is on 2-D points")
+    if run_codec(cfg).data_spec.kind != "pixels":
+        raise DifflabError(f"image metrics need a model of images; this run models {cfg.spec.kind}")
     out = sample_run(network, process, cfg, sampler, steps, n, seed, device=device, **sample_kwargs)
     report = compute_metrics(out.x, extractor, run_reference(cfg, split), split=split, options=metric_options)
     return EvalResult(report, sampler, steps, out.nfe, out.seconds, step)
@@ -82,18 +89,19 @@ def heldout_bpd(network: nn.Module, process: GaussianProcess, cfg: RunConfig, es
                 options: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
     """Bits/dim of the first n test images by each estimate ("elbo": DDPM variational bound, ddpm runs only;
     "ode": exact NLL through the probability-flow ODE). ``options[estimate]`` goes to elbo_bpd / ode_bpd.
-    Example i draws its noise from its own generator (seed * 1000003 + i), in batches of ``batch_size``."""
+    Example i draws its noise from its own generator (rng.derived_seed(seed, i)), in batches of ``batch_size``."""
     from difflab.likelihood import LikelihoodResult, elbo_bpd, ode_bpd
-    from difflab.process import DDPMProcess
 
     unknown = set(estimates) - set(BPD_ESTIMATES)
     if unknown:
         raise DifflabError(f"unknown bits/dim estimate {sorted(unknown)}; choose from {', '.join(BPD_ESTIMATES)}")
-    if "elbo" in estimates and not isinstance(process, DDPMProcess):
+    if "elbo" in estimates and process.discrete_steps is None:
         raise DifflabError(f"the ELBO in bits/dim is for ddpm runs; this run's process is {process.name}: use --bpd ode")
-    test = load_training_data(cfg, split="test")
+    if run_codec(cfg).data_spec.kind != "pixels":
+        raise DifflabError(f"bits/dim are of 8-bit images; this run models {cfg.spec.kind}")
+    test = load_run_data(cfg, split="test")
     x0 = test.data[:n]
-    labels = test.labels[:n] if cfg.data.class_cond and test.labels is not None else None
+    conditions = data_conditions(cfg, test)
     denoiser = make_denoiser(network, process, cfg, clip=False)
     estimate = {"elbo": elbo_bpd, "ode": ode_bpd}
     out: dict[str, dict[str, Any]] = {}
@@ -101,8 +109,8 @@ def heldout_bpd(network: nn.Module, process: GaussianProcess, cfg: RunConfig, es
         parts = []
         for start in range(0, len(x0), batch_size):
             xb = x0[start:start + batch_size].to(device)
-            cond = labels[start:start + len(xb)].to(device) if labels is not None else None
-            noise = PerSampleNoise([seed * 1_000_003 + i for i in range(start, start + len(xb))], device)
+            cond = conditions[start:start + len(xb)].to(device) if conditions is not None else None
+            noise = PerSampleNoise.for_items(seed, start, start + len(xb), device)
             with torch.no_grad():
                 parts.append(estimate[name](denoiser, xb, cond=cond, noise=noise, **(options or {}).get(name, {})))
         out[name] = LikelihoodResult.cat(parts).summary()

@@ -18,7 +18,8 @@ from difflab.config import DataConfig, PreviewConfig, RunConfig
 from difflab.data import TOY_2D_NAMES, load_dataset
 from difflab.errors import DifflabError
 from difflab.objectives import DiffusionObjective
-from difflab.pipelines.sample import load_model, make_denoiser
+from difflab.pipelines.run import load_model
+from difflab.pipelines.sample import make_denoiser
 from difflab.pipelines.train import train
 from difflab.rng import PerSampleNoise
 from difflab.samplers import get_sampler, time_grid
@@ -58,8 +59,8 @@ def sample_paths(run_dir: Path, sampler: str, steps: int, n: int, seed: int) -> 
     """(steps + 1, n, 2) positions from the noise at t_max down to the sample at t = 0."""
     model = load_model(run_dir, device="cpu")
     denoiser = make_denoiser(model.network, model.process, model.config, clip=False)
-    noise = PerSampleNoise([seed * 1_000_003 + i for i in range(n)])
-    x = noise.randn((2,), torch.float64) * model.process.prior_std()
+    noise = PerSampleNoise.for_items(seed, 0, n)
+    x = noise.randn(model.spec.shape, torch.float64) * model.process.prior_std()
     frames: list[Tensor] = []
 
     def record(info: StepInfo) -> None:

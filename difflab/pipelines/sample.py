@@ -1,4 +1,4 @@
-"""Load a trained run and draw samples from it with any sampler."""
+"""Draw samples from a trained network with any sampler, and save them as the data they are."""
 
 from __future__ import annotations
 
@@ -10,62 +10,26 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from difflab.condition import Condition
 from difflab.config import RunConfig
-from difflab.denoiser import ClippedDenoiser, Denoiser, NetworkDenoiser
-from difflab.networks import build_network
-from difflab.process import GaussianProcess, build_process
+from difflab.dataspec import DataSpec
+from difflab.denoisers import ClippedDenoiser, Denoiser, NetworkDenoiser
+from difflab.pipelines.run import default_condition, run_codec
+from difflab.process import GaussianProcess
 from difflab.rng import PerSampleNoise
 from difflab.samplers import check_options, get_sampler, time_grid
 from difflab.samplers.base import Callback
-from difflab.training import resolve_device
-from difflab.training.checkpoint import load_weights, read_json, resolve_checkpoint
 from difflab.viz import plot_points, save_grid
 
-CLIPPING_SAMPLERS = ("ddpm", "ddim")   # samplers that step through x0_hat, where clamping it to [-1, 1] helps
-
-
-@dataclass
-class LoadedModel:
-    config: RunConfig
-    network: nn.Module
-    process: GaussianProcess
-    checkpoint: Path
-    step: int
-
-    @property
-    def example_shape(self) -> tuple[int, ...]:
-        return example_shape(self.config)
-
-
-def example_shape(cfg: RunConfig) -> tuple[int, ...]:
-    net = cfg.network
-    if net["kind"] == "mlp":
-        return (net["dim"],)
-    return (net["in_channels"], net["image_size"], net["image_size"])
-
-
-def load_model(path: Path | str, ema: bool = True, device: str = "auto") -> LoadedModel:
-    """A run folder (its latest checkpoint) or a step folder -> network with (EMA) weights, in eval mode."""
-    ckpt = resolve_checkpoint(path)
-    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else Path(path)
-    cfg = RunConfig.load(run_dir)
-    network = build_network(cfg.network)
-    load_weights(network, ckpt / ("ema.safetensors" if ema else "model.safetensors"))
-    step = int(read_json(ckpt / "trainer.json").get("step", 0))
-    return LoadedModel(cfg, network.to(resolve_device(device)).eval(), build_process(cfg.process), ckpt, step)
+CLIPPING_SAMPLERS = ("ddpm", "ddim")   # samplers that step through x0_hat, where clamping it to the data range helps
 
 
 def make_denoiser(network: nn.Module, process: GaussianProcess, cfg: RunConfig, clip: bool) -> Denoiser:
+    """The run's network read through its process and target; x0 clamped to the data's range if ``clip``
+    (and the data has a range)."""
     d: Denoiser = NetworkDenoiser(network, process, cfg.objective.target)
-    return ClippedDenoiser(d) if clip else d
-
-
-def default_labels(cfg: RunConfig, n: int, label: int | None = None) -> Tensor | None:
-    """Labels for a class-conditional model: ``label`` for all, else cycling 0, 1, ..., K-1; None if unconditional."""
-    K = cfg.network.get("num_classes")
-    if not K:
-        return None
-    return torch.full((n,), label, dtype=torch.long) if label is not None else torch.arange(n) % K
+    bounds = cfg.spec.clip_range if cfg.spec is not None else None
+    return ClippedDenoiser(d, *bounds) if clip and bounds is not None else d
 
 
 @dataclass
@@ -78,12 +42,13 @@ class Generated:
 @torch.no_grad()
 def generate(denoiser: Denoiser, shape: tuple[int, ...], sampler: str, steps: int, n: int, seed: int, *,
              batch_size: int = 256, spacing: str = "uniform", t_min: float | None = None,
-             options: dict[str, Any] | None = None, labels: Tensor | None = None, device: torch.device | str = "cpu",
+             options: dict[str, Any] | None = None, cond: Condition | None = None,
+             device: torch.device | str = "cpu",
              callback: Callable[[int], Callback | None] | None = None) -> Generated:
-    """n samples; sample i draws all its noise from a generator seeded with seed * 1000003 + i, so it is
-    the same whatever the batch size (dopri5 aside: its step control sees the whole batch). The grid runs
-    from the process's t_max to ``t_min`` (default: the process's), then 0. ``callback(batch_start)`` may
-    return a per-step callback."""
+    """n samples of ``shape``; sample i draws all its noise from its own generator (rng.derived_seed(seed, i)),
+    so it is the same whatever the batch size (dopri5 aside: its step control sees the whole batch). The grid
+    runs from the process's t_max to ``t_min`` (default: the process's), then 0. ``cond`` holds the n samples'
+    conditions. ``callback(batch_start)`` may return a per-step callback."""
     fn = get_sampler(sampler)
     check_options(sampler, options or {})
     process = denoiser.process
@@ -91,11 +56,11 @@ def generate(denoiser: Denoiser, shape: tuple[int, ...], sampler: str, steps: in
     device = torch.device(device)
     out, nfe, t0 = [], 0, time.perf_counter()
     for start in range(0, n, batch_size):
-        seeds = [seed * 1_000_003 + i for i in range(start, min(n, start + batch_size))]
-        noise = PerSampleNoise(seeds, device)
+        stop = min(n, start + batch_size)
+        noise = PerSampleNoise.for_items(seed, start, stop, device)
         x = noise.randn(shape) * process.prior_std()
-        cond = labels[start:start + len(seeds)].to(device) if labels is not None else None
-        res = fn(denoiser, x, ts, noise=noise, cond=cond, callback=callback(start) if callback else None,
+        batch_cond = cond[start:stop].to(device) if cond is not None else None
+        res = fn(denoiser, x, ts, noise=noise, cond=batch_cond, callback=callback(start) if callback else None,
                  **(options or {}))
         out.append(res.x.cpu())
         nfe = max(nfe, res.nfe)                  # dopri5's NFE may differ between batches
@@ -103,22 +68,29 @@ def generate(denoiser: Denoiser, shape: tuple[int, ...], sampler: str, steps: in
 
 
 def sample_run(network: nn.Module, process: GaussianProcess, cfg: RunConfig, sampler: str, steps: int, n: int,
-               seed: int, *, device: torch.device | str = "cpu", clip: bool | None = None, **kwargs: Any) -> Generated:
-    """generate() for a run's network: its target, its labels, clipping by default for pixel data."""
-    shape = example_shape(cfg)
+               seed: int, *, device: torch.device | str = "cpu", clip: bool | None = None,
+               cond: Condition | None = None, **kwargs: Any) -> Generated:
+    """generate() for a run's network: its target, its data's shape, the n samples' condition (None: the run's
+    default, its classes cycled; pass a null Condition for unconditional samples of a conditional run), x0
+    clipped by default for data with a range on the samplers that step through x0, and the samples decoded
+    by the run's codec into the data's space."""
+    codec = run_codec(cfg)
     if clip is None:
-        clip = len(shape) == 3 and sampler in CLIPPING_SAMPLERS
+        clip = codec.model_spec.clip_range is not None and sampler in CLIPPING_SAMPLERS
+    if cond is None:
+        cond = default_condition(cfg, n)
     was_training = network.training
     network.eval()
     try:
-        return generate(make_denoiser(network, process, cfg, clip), shape, sampler, steps, n, seed,
-                        labels=kwargs.pop("labels", default_labels(cfg, n)), device=device, **kwargs)
+        out = generate(make_denoiser(network, process, cfg, clip), codec.model_spec.shape, sampler, steps, n, seed,
+                       cond=cond, device=device, **kwargs)
     finally:
         network.train(was_training)
+    return Generated(codec.decode(out.x), out.nfe, out.seconds)
 
 
-def save_samples(x: Tensor, path: Path | str, nrow: int | None = None) -> Path:
-    """Images as a PNG grid; 2-D points as a scatter plot."""
-    if x.ndim == 2:
+def save_samples(x: Tensor, path: Path | str, spec: DataSpec, nrow: int | None = None) -> Path:
+    """Samples of data ``spec`` as a picture: images as a PNG grid, points as a scatter plot."""
+    if spec.kind == "points":
         return plot_points([("samples", x)], path)
     return save_grid(x, path, nrow=nrow)

@@ -1,10 +1,10 @@
-"""Train a diffusion model: resolve the config, build data/network/process, run the trainer, write pictures."""
+"""Train a diffusion model: resolve the config, build data/codec/network/process, run the trainer, write pictures."""
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -12,11 +12,12 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from difflab.condition import Condition
 from difflab.config import RunConfig
-from difflab.data import ArrayDataset, load_dataset
 from difflab.errors import DifflabError
-from difflab.networks import build_network, network_config
+from difflab.networks import build_network
 from difflab.objectives import diffusion_loss
+from difflab.pipelines.run import data_conditions, load_run_data, run_codec
 from difflab.pipelines.sample import sample_run, save_samples
 from difflab.process import GaussianProcess, build_process
 from difflab.training import Hook, Trainer, read_log, resolve_device
@@ -36,26 +37,10 @@ class TrainResult:
     img_per_s: float | None
 
 
-def load_training_data(cfg: RunConfig, split: str = "train") -> ArrayDataset:
-    d = cfg.data
-    return load_dataset(d.dataset, split=split, image_size=d.image_size, channels=d.channels)
-
-
-def resolve_config(cfg: RunConfig, data: ArrayDataset) -> RunConfig:
-    """Fill in what depends on the data (the network sized for it and its classes) and the process's defaults."""
-    if cfg.data.class_cond and data.labels is None:
-        raise DifflabError(f"--class-cond needs labels, and dataset {data.name!r} has none")
-    num_classes = data.num_classes if cfg.data.class_cond else None
-    net = cfg.network or network_config(cfg.model, data.example_shape, num_classes)
-    process = build_process(cfg.process)
-    cfg.objective.check(process)
-    return replace(cfg, network=net, process=process.config())     # every process option written out
-
-
 def make_loss(process: GaussianProcess, cfg: RunConfig):
-    """The trainer's loss_fn: the diffusion objective on a batch (labels passed as the condition)."""
-    def loss_fn(model: nn.Module, x: Tensor, y: Tensor | None, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        return diffusion_loss(model, process, cfg.objective, x, y, generator)
+    """The trainer's loss_fn: the diffusion objective on a batch, with the batch's conditions."""
+    def loss_fn(model: nn.Module, x: Tensor, cond: Condition | None, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        return diffusion_loss(model, process, cfg.objective, x, cond, generator)
     return loss_fn
 
 
@@ -84,29 +69,32 @@ def eval_hook(cfg: RunConfig, process: GaussianProcess, run_dir: Path) -> Callab
 def train(cfg: RunConfig, run_dir: Path | str, resume: bool = False, progress: bool = True) -> TrainResult:
     """Train (or, with resume, continue) the run in ``run_dir``; returns its timing and final loss."""
     run_dir = Path(run_dir)
-    data = load_training_data(cfg)
-    cfg = resolve_config(cfg, data)
+    data = load_run_data(cfg)
+    conditions = data_conditions(cfg, data)
+    cfg = cfg.resolved(data.spec, data.num_classes if conditions is not None else None)
+    codec = run_codec(cfg)
+    if data.spec != codec.data_spec:
+        raise DifflabError(f"the data ({data.spec.kind} {data.spec.shape}) do not fit the run's config "
+                           f"({codec.data_spec.kind} {codec.data_spec.shape}); was the data set changed?")
     if not resume and (run_dir / CHECKPOINTS).exists():
         raise DifflabError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --out")
     cfg.save(run_dir)                  # on resume: the new --steps, logging and evaluation options
     process = build_process(cfg.process)
     torch.manual_seed(cfg.trainer.seed)     # the initial weights depend on --seed alone
     network = build_network(cfg.network)
-    if data.kind == "image" and tuple(data.example_shape) != (cfg.network["in_channels"], cfg.network["image_size"], cfg.network["image_size"]):
-        raise DifflabError(f"data of shape {data.example_shape} does not fit the run's network config")
 
     def on_sample(step: int, ema_model: nn.Module) -> None:
         p = cfg.preview
         samples = sample_run(ema_model, process, cfg, p.sampler, p.steps, p.n, p.seed, device=trainer.device).x
-        save_samples(samples, run_dir / "samples" / f"step_{step:07d}.png")
-        save_samples(samples, run_dir / "samples.png")
+        save_samples(samples, run_dir / "samples" / f"step_{step:07d}.png", codec.data_spec)
+        save_samples(samples, run_dir / "samples.png", codec.data_spec)
         plot_loss_curve(read_log(run_dir / LOG), run_dir / "loss.png")
 
     hooks = [Hook(cfg.trainer.sample_every, on_sample)]
     if cfg.evaluation.every:
         hooks.append(Hook(cfg.evaluation.every, eval_hook(cfg, process, run_dir), at_end=True))
-    trainer = Trainer(network, make_loss(process, cfg), data.data, data.labels if cfg.data.class_cond else None,
-                      cfg.trainer, run_dir, hooks=hooks)
+    trainer = Trainer(network, make_loss(process, cfg), codec.encode(data.data), conditions, cfg.trainer, run_dir,
+                      hooks=hooks)
     if resume:
         trainer.load(resolve_checkpoint(run_dir))
         truncate_log(run_dir / EVAL_LOG, trainer.step)

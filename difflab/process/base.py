@@ -14,9 +14,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
+
+from difflab.errors import DifflabError
+
+REVERSE_VARIANCES = ("posterior", "beta")
 
 
 @dataclass(frozen=True)
@@ -54,11 +59,25 @@ class GaussianProcess(ABC):
 
     Subclasses implement :meth:`coefficients`; everything else is derived. ``t_min`` is the smallest
     time a model is trained on and a sampler should query (above it, sigma > 0).
+
+    Code that depends on what kind of process it has asks these capabilities, never ``isinstance``:
+      discrete_steps   T for a process defined on steps i/T (DDPM), None for continuous time
+      snap_times(ts)   a time grid moved onto the times the process is defined at (identity if continuous)
+      is_interpolant   x_1 = eps exactly (alpha(1) = 0, sigma(1) = 1): noise and data may be paired freely
+      t_min, t_max     the usable time range
+
+    A subclass's constructor arguments are its options (``difflab.process.process_options`` reads them,
+    with their defaults, from the signature); ``OPTION_HELP`` says what each means, ``OPTION_CHOICES``
+    lists the values of those that take names.
     """
 
     name: str = "process"
     t_min: float = 0.0
     t_max: float = 1.0
+    discrete_steps: int | None = None
+    is_interpolant: bool = False
+    OPTION_HELP: ClassVar[dict[str, str]] = {}
+    OPTION_CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     @abstractmethod
     def coefficients(self, t: Tensor) -> PathCoefficients:
@@ -107,7 +126,21 @@ class GaussianProcess(ABC):
 
     def prior_std(self) -> float:
         """Std of the noise the reverse process starts from: sigma(t_max) (alpha(t_max) x_0 is neglected)."""
-        return float(self.alpha_sigma(torch.tensor(self.t_max))[1])
+        return float(self.alpha_sigma(as_time(self.t_max))[1])
+
+    def snap_times(self, ts: Tensor) -> Tensor:
+        """Increasing float64 times moved onto the times the process is defined at: unchanged here."""
+        return ts
+
+    def reverse_variance(self, t: Tensor, s: Tensor, variance: str) -> Tensor:
+        """The variance of a reverse step p(x_s | x_t), s < t, shaped like t (Ho et al. 2020, sec. 3.2):
+            "posterior"  Var[q(x_s | x_t, x_0)] (beta-tilde_t on DDPM's own steps)
+            "beta"       sigma_{t|s}^2 = Var[q(x_t | x_s)] (beta_t on DDPM's own steps)"""
+        if variance not in REVERSE_VARIANCES:
+            raise DifflabError(f"unknown DDPM variance {variance!r}; choose one of {', '.join(REVERSE_VARIANCES)}")
+        if variance == "posterior":
+            return self.posterior_coefficients(t, s)[2]
+        return transition_variance(*self.alpha_sigma(t), *self.alpha_sigma(s))
 
     def posterior_coefficients(self, t: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """q(x_s | x_t, x_0) = N(coef_xt x_t + coef_x0 x_0, var) for s < t, on any Gaussian path.

@@ -13,14 +13,21 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from difflab.errors import DifflabError
 from difflab.process.base import GaussianProcess, PathCoefficients, as_time, expand_to
-from difflab.process.schedules import make_betas
+from difflab.process.schedules import SCHEDULES, make_betas
 
 
 class DDPMProcess(GaussianProcess):
     """Discrete DDPM with T steps and a named beta schedule."""
 
     name = "ddpm"
+    OPTION_HELP = {"schedule": "DDPM beta schedule", "T": "number of DDPM steps",
+                   "beta_start": "beta_1 of the linear schedule (stated for T = 1000, rescaled by 1000/T)",
+                   "beta_end": "beta_T of the linear schedule (stated for T = 1000, rescaled by 1000/T)",
+                   "cosine_s": "offset s of the cosine schedule", "max_beta": "largest beta of the cosine and "
+                   "linear-alpha-bar schedules"}
+    OPTION_CHOICES = {"schedule": SCHEDULES}
 
     def __init__(self, schedule: str = "linear", T: int = 1000, beta_start: float = 1e-4,
                  beta_end: float = 0.02, cosine_s: float = 0.008, max_beta: float = 0.999) -> None:
@@ -32,6 +39,7 @@ class DDPMProcess(GaussianProcess):
         self.alpha_bar = torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(self.alphas, 0)])
         self._log_alpha_bar = torch.log(self.alpha_bar)
         self.t_min = 1.0 / T
+        self.discrete_steps = T
 
     def config(self) -> dict:
         return {"name": self.name, "schedule": self.schedule, "T": self.T, **self._args}
@@ -63,6 +71,18 @@ class DDPMProcess(GaussianProcess):
         """Mean (B, ...) and variance (B,) of q(x_{i-1} | x_i, x_0) from the tables."""
         coef_x0, coef_xt, var = self.posterior_table(i)
         return expand_to(coef_x0, x_t) * x0 + expand_to(coef_xt, x_t) * x_t, var
+
+    def snap_times(self, ts: Tensor) -> Tensor:
+        """Round increasing times to steps i/T, i >= 1, nudging collisions up so they stay distinct
+        (and the top down from T where needed)."""
+        if len(ts) > self.T:
+            raise DifflabError(f"--steps {len(ts)} exceeds the process's T = {self.T}")
+        idx = torch.round(as_time(ts) * self.T).long().clamp(1, self.T).tolist()
+        for k in range(1, len(idx)):
+            idx[k] = max(idx[k], idx[k - 1] + 1)
+        for k in range(len(idx) - 2, -1, -1):
+            idx[k] = min(idx[k], idx[k + 1] - 1)
+        return torch.tensor(idx, dtype=torch.float64) / self.T
 
     # --- the continuous path ---------------------------------------------------------------------
     def time_at_log_snr(self, log_snr: Tensor, iters: int = 64) -> Tensor:

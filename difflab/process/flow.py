@@ -20,6 +20,10 @@ class FlowProcess(GaussianProcess):
     (at t = 1 an eps prediction says nothing about x_0)."""
 
     name = "flow"
+    is_interpolant = True
+    OPTION_HELP = {"t_min": "smallest time a model is trained on and sampled at",
+                   "t_max": "largest time of the path (1: pure noise; eps and score targets need alpha > 0, "
+                            "so their runs default to 0.999)"}
 
     def __init__(self, t_min: float = 1e-3, t_max: float = 1.0) -> None:
         if not 0 < t_min < t_max <= 1:

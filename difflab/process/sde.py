@@ -21,6 +21,8 @@ class VPProcess(GaussianProcess):
     """Variance-preserving SDE with a linear beta(t); t_min = 1e-3 as in Song et al."""
 
     name = "vp"
+    OPTION_HELP = {"beta_min": "VP-SDE beta(0)", "beta_max": "VP-SDE beta(1)",
+                   "t_min": "smallest time a model is trained on and sampled at"}
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-3) -> None:
         if not 0 <= beta_min < beta_max:
@@ -50,6 +52,8 @@ class VEProcess(GaussianProcess):
     """
 
     name = "ve"
+    OPTION_HELP = {"sigma_min": "VE-SDE sigma(0)", "sigma_max": "VE-SDE sigma(1)",
+                   "t_min": "smallest time a model is trained on and sampled at"}
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, t_min: float = 1e-5) -> None:
         if not 0 < sigma_min < sigma_max:

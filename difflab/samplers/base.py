@@ -16,7 +16,8 @@ from typing import Callable
 
 from torch import Tensor
 
-from difflab.denoiser import Denoiser, Prediction
+from difflab.condition import Condition
+from difflab.denoisers.base import Denoiser, Prediction
 from difflab.errors import DifflabError
 from difflab.process.base import as_time
 
@@ -46,7 +47,7 @@ class CountingDenoiser:
     def __init__(self, inner: Denoiser) -> None:
         self.inner, self.process, self.nfe = inner, inner.process, 0
 
-    def __call__(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Prediction:
+    def __call__(self, x: Tensor, t: Tensor, cond: Condition | None = None) -> Prediction:
         self.nfe += 1
         return self.inner(x, t, cond)
 
@@ -67,7 +68,7 @@ def require_noise(noise: object, sampler: str) -> None:
 Step = Callable[[Tensor, Prediction, float, float], Tensor]   # (x_t, prediction at (x_t, t), t, s) -> x_s
 
 
-def run_grid(model: CountingDenoiser, x: Tensor, grid: list[float], step: Step, cond: Tensor | None = None,
+def run_grid(model: CountingDenoiser, x: Tensor, grid: list[float], step: Step, cond: Condition | None = None,
              callback: Callback | None = None) -> SampleResult:
     """The loop every grid sampler shares. At each (t, s) of the grid: evaluate the model at (x_t, t),
     report StepInfo(k, t, x_t, x0_hat), then x_s = step(x_t, prediction, t, s); the step onto s = 0 is the

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from difflab.denoiser import Denoiser, Prediction
+from difflab.condition import Condition
+from difflab.denoisers.base import Denoiser, Prediction
 from difflab.errors import DifflabError
 from difflab.process.base import as_time, expand_to
 from difflab.rng import Noise
@@ -18,7 +19,7 @@ from difflab.samplers.base import Callback, CountingDenoiser, SampleResult, chec
 
 
 def sample_ddim(denoiser: Denoiser, x: Tensor, ts: Tensor, *, noise: Noise | None = None,
-                cond: Tensor | None = None, callback: Callback | None = None, eta: float = 0.0) -> SampleResult:
+                cond: Condition | None = None, callback: Callback | None = None, eta: float = 0.0) -> SampleResult:
     """DDIM from x at ts[0] down to 0. x: (B, ...); eta in [0, 1]."""
     if not 0.0 <= eta <= 1.0:
         raise DifflabError(f"--eta must lie in [0, 1], got {eta}")

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from difflab.denoiser import Denoiser, Prediction
+from difflab.condition import Condition
+from difflab.denoisers.base import Denoiser, Prediction
 from difflab.errors import DifflabError
-from difflab.process.base import as_time, expand_to, transition_variance
+from difflab.process.base import REVERSE_VARIANCES, as_time, expand_to
 from difflab.rng import Noise
 from difflab.samplers.base import Callback, CountingDenoiser, SampleResult, check_grid, require_noise, run_grid
 
-VARIANCES = ("posterior", "beta")
+VARIANCES = REVERSE_VARIANCES
 
 
 def sample_ddpm(denoiser: Denoiser, x: Tensor, ts: Tensor, *, noise: Noise | None = None,
-                cond: Tensor | None = None, callback: Callback | None = None,
+                cond: Condition | None = None, callback: Callback | None = None,
                 variance: str = "posterior") -> SampleResult:
     """Ancestral sampling from x at ts[0] down to 0. x: (B, ...)."""
     if variance not in VARIANCES:
@@ -31,9 +32,8 @@ def sample_ddpm(denoiser: Denoiser, x: Tensor, ts: Tensor, *, noise: Noise | Non
 
     def step(x: Tensor, pred: Prediction, t: float, s: float) -> Tensor:
         t_, s_ = as_time(t), as_time(s)
-        mean, var = process.posterior(x, pred.x0, t_, s_)
-        if variance == "beta":
-            var = transition_variance(*process.alpha_sigma(t_), *process.alpha_sigma(s_))
+        mean, _ = process.posterior(x, pred.x0, t_, s_)
+        var = process.reverse_variance(t_, s_, variance)
         return mean + expand_to(var.sqrt(), x) * noise.randn_like(x)          # x_s = mu + sigma z
 
     return run_grid(CountingDenoiser(denoiser), x, check_grid(ts), step, cond, callback)

@@ -5,8 +5,8 @@ Spacings of the N points between t_min and t_max:
   quadratic  evenly in sqrt(t - t_min): dense near the data (DDIM, Song et al. 2021, App. D.2)
   karras     evenly in s^(1/rho), s = sigma/alpha the noise-to-signal ratio, rho = 7 (Karras et al. 2022, eq. 5)
   logsnr     evenly in lambda = log(alpha^2 / sigma^2) (Lu et al. 2022, DPM-Solver)
-The last step onto t = 0 is the denoising step (x0 prediction). On a discrete process (DDPM) the
-times are snapped to its steps i / T.
+The last step onto t = 0 is the denoising step (x0 prediction). The process snaps the times onto those it is
+defined at (a discrete process: its steps i / T). Times are built in float64 from the float ends throughout.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from difflab.errors import DifflabError
-from difflab.process import DDPMProcess, GaussianProcess
+from difflab.process.base import GaussianProcess, as_time
 
 SPACINGS = ("uniform", "quadratic", "karras", "logsnr")
 KARRAS_RHO = 7.0
@@ -35,11 +35,7 @@ def time_grid(process: GaussianProcess, steps: int, spacing: str = "uniform", t_
     t_min = process.t_min if t_min is None else t_min
     if not 0.0 < t_min < process.t_max:
         raise DifflabError(f"--t-min must lie in (0, {process.t_max}), got {t_min}")
-    ts = increasing_times(process, steps, spacing, t_min, rho)
-    if isinstance(process, DDPMProcess):
-        if steps > process.T:
-            raise DifflabError(f"--steps {steps} exceeds the process's T = {process.T}")
-        ts = snap_to_steps(ts, process.T)
+    ts = process.snap_times(increasing_times(process, steps, spacing, t_min, rho))
     return torch.cat([ts.flip(0), torch.zeros(1, dtype=torch.float64)])
 
 
@@ -53,8 +49,8 @@ def increasing_times(process: GaussianProcess, steps: int, spacing: str, t_min: 
         return t_min + (t_max - t_min) * u
     if spacing == "quadratic":
         return t_min + (t_max - t_min) * u**2
-    lam_hi = float(process.log_snr(torch.tensor(t_min)))
-    lam_lo = float(process.log_snr(torch.tensor(t_max)))
+    lam_hi = float(process.log_snr(as_time(t_min)))
+    lam_lo = float(process.log_snr(as_time(t_max)))
     if not math.isfinite(lam_lo):
         lam_lo = -2 * math.log(S_MAX_FOR_INFINITE)
     if spacing == "karras":                           # s = exp(-lambda / 2), evenly in s^(1/rho)
@@ -66,13 +62,3 @@ def increasing_times(process: GaussianProcess, steps: int, spacing: str, t_min: 
     ts = process.time_at_log_snr(lam)
     ts[0], ts[-1] = t_min, t_max                      # exact ends
     return ts
-
-
-def snap_to_steps(ts: Tensor, T: int) -> Tensor:
-    """Round increasing times to steps i/T, i >= 1, nudging collisions up so they stay distinct."""
-    idx = torch.round(ts * T).long().clamp(1, T).tolist()
-    for k in range(1, len(idx)):
-        idx[k] = max(idx[k], idx[k - 1] + 1)
-    for k in range(len(idx) - 2, -1, -1):     # keep the top at T, pushing down where needed
-        idx[k] = min(idx[k], idx[k + 1] - 1)
-    return torch.tensor(idx, dtype=torch.float64) / T

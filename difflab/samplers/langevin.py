@@ -23,7 +23,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from difflab.denoiser import Denoiser
+from difflab.condition import Condition
+from difflab.denoisers.base import Denoiser
 from difflab.errors import DifflabError
 from difflab.process.base import as_time
 from difflab.rng import Noise
@@ -39,7 +40,7 @@ def langevin_step(x: Tensor, score: Tensor, e: Tensor | float, z: Tensor) -> Ten
 
 
 def sample_langevin(denoiser: Denoiser, x: Tensor, ts: Tensor, *, noise: Noise | None = None,
-                    cond: Tensor | None = None, callback: Callback | None = None,
+                    cond: Condition | None = None, callback: Callback | None = None,
                     langevin_steps: int = DEFAULT_LANGEVIN_STEPS, step_size: float = DEFAULT_STEP_SIZE) -> SampleResult:
     """Annealed Langevin dynamics from x at ts[0] over the levels ts[:-1], then the denoising step.
 

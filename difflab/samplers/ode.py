@@ -23,7 +23,8 @@ import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
-from difflab.denoiser import Denoiser, Prediction
+from difflab.condition import Condition
+from difflab.denoisers.base import Denoiser, Prediction
 from difflab.errors import DifflabError
 from difflab.process.base import as_time
 from difflab.rng import Noise
@@ -32,13 +33,13 @@ from difflab.samplers.base import Callback, CountingDenoiser, SampleResult, Step
 DEFAULT_TOL = 1e-5
 
 
-def velocity(model: Denoiser, x: Tensor, t: float, cond: Tensor | None) -> Tensor:
+def velocity(model: Denoiser, x: Tensor, t: float, cond: Condition | None) -> Tensor:
     """u(x, t), the probability-flow ODE velocity. x: (B, ...)."""
     return model(x, as_time(t), cond).velocity
 
 
 def sample_euler(denoiser: Denoiser, x: Tensor, ts: Tensor, *, noise: Noise | None = None,
-                 cond: Tensor | None = None, callback: Callback | None = None) -> SampleResult:
+                 cond: Condition | None = None, callback: Callback | None = None) -> SampleResult:
     """Euler's method on the probability-flow ODE. x: (B, ...) at ts[0]; ``noise`` is not used."""
 
     def step(x: Tensor, pred: Prediction, t: float, s: float) -> Tensor:
@@ -48,7 +49,7 @@ def sample_euler(denoiser: Denoiser, x: Tensor, ts: Tensor, *, noise: Noise | No
 
 
 def sample_heun(denoiser: Denoiser, x: Tensor, ts: Tensor, *, noise: Noise | None = None,
-                cond: Tensor | None = None, callback: Callback | None = None) -> SampleResult:
+                cond: Condition | None = None, callback: Callback | None = None) -> SampleResult:
     """Heun's 2nd-order method (Karras et al. 2022, Algorithm 1, deterministic). x: (B, ...) at ts[0]."""
     model = CountingDenoiser(denoiser)
 
@@ -62,7 +63,7 @@ def sample_heun(denoiser: Denoiser, x: Tensor, ts: Tensor, *, noise: Noise | Non
 
 
 def sample_rk4(denoiser: Denoiser, x: Tensor, ts: Tensor, *, noise: Noise | None = None,
-               cond: Tensor | None = None, callback: Callback | None = None) -> SampleResult:
+               cond: Condition | None = None, callback: Callback | None = None) -> SampleResult:
     """The classical 4th-order Runge-Kutta method on the probability-flow ODE. x: (B, ...) at ts[0]."""
     model = CountingDenoiser(denoiser)
 
@@ -78,7 +79,7 @@ def sample_rk4(denoiser: Denoiser, x: Tensor, ts: Tensor, *, noise: Noise | None
 
 
 def sample_dopri5(denoiser: Denoiser, x: Tensor, ts: Tensor, *, noise: Noise | None = None,
-                  cond: Tensor | None = None, callback: Callback | None = None, rtol: float = DEFAULT_TOL,
+                  cond: Condition | None = None, callback: Callback | None = None, rtol: float = DEFAULT_TOL,
                   atol: float = DEFAULT_TOL) -> SampleResult:
     """Adaptive Dormand-Prince 5(4) (torchdiffeq.odeint) from ts[0] to t_min, then the denoising step.
 

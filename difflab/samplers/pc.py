@@ -34,7 +34,8 @@ import math
 import torch
 from torch import Tensor
 
-from difflab.denoiser import Denoiser, Prediction
+from difflab.condition import Condition
+from difflab.denoisers.base import Denoiser, Prediction
 from difflab.errors import DifflabError
 from difflab.process.base import GaussianProcess, as_time, expand_to, transition_variance
 from difflab.rng import Noise
@@ -60,7 +61,7 @@ def reverse_diffusion_step(x: Tensor, pred: Prediction, a_ts: float, var_ts: flo
 
 
 def langevin_correct(model: Denoiser, x: Tensor, s: float, a: float, snr: float, noise: Noise,
-                     cond: Tensor | None, rule: str = "expected") -> Tensor:
+                     cond: Condition | None, rule: str = "expected") -> Tensor:
     """One corrector step at time s with the step-size ``rule`` (see the module docstring). x: (B, ...)."""
     score = model(x, as_time(s), cond).score                              # (B, ...)
     z = noise.randn_like(x)
@@ -75,7 +76,7 @@ def langevin_correct(model: Denoiser, x: Tensor, s: float, a: float, snr: float,
 
 
 def sample_pc(denoiser: Denoiser, x: Tensor, ts: Tensor, *, noise: Noise | None = None,
-              cond: Tensor | None = None, callback: Callback | None = None, predictor: str = "reverse-diffusion",
+              cond: Condition | None = None, callback: Callback | None = None, predictor: str = "reverse-diffusion",
               corrector_steps: int = 1, snr: float = DEFAULT_SNR, corrector_rule: str = "expected") -> SampleResult:
     """Predictor-corrector from x at ts[0] down to 0. x: (B, ...); predictor in PREDICTORS;
     corrector_steps >= 0 Langevin steps after each predictor step; snr > 0; corrector_rule in CORRECTOR_RULES."""

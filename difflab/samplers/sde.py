@@ -21,7 +21,8 @@ import math
 
 from torch import Tensor
 
-from difflab.denoiser import Denoiser, Prediction
+from difflab.condition import Condition
+from difflab.denoisers.base import Denoiser, Prediction
 from difflab.errors import DifflabError
 from difflab.process.base import GaussianProcess, as_time
 from difflab.rng import Noise
@@ -60,7 +61,7 @@ def euler_maruyama_step(x: Tensor, pred: Prediction, t: float, s: float, w: floa
 
 
 def sample_euler_maruyama(denoiser: Denoiser, x: Tensor, ts: Tensor, *, noise: Noise | None = None,
-                          cond: Tensor | None = None, callback: Callback | None = None, eta: float = 1.0,
+                          cond: Condition | None = None, callback: Callback | None = None, eta: float = 1.0,
                           diffusion: str = "auto") -> SampleResult:
     """Euler-Maruyama from x at ts[0] down to 0 (one evaluation a step; the last is the denoising step).
 

@@ -13,69 +13,27 @@ is replaced atomically; only then are older checkpoints pruned. Nothing is pickl
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from difflab.errors import DifflabError
+from difflab.io import atomic_write_text, read_json, read_tensors, write_folder
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write text to path through a temporary file and an atomic rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_checkpoint(run_dir: Path, step: int, tensors: dict[str, dict[str, Tensor]], meta: dict[str, Any],
                      keep: int = 2) -> Path:
     """Write tensors[name] to NAME.safetensors and meta to trainer.json in a new step folder; point latest at it."""
     root = Path(run_dir) / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:07d}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp_{name}_"))
-    try:
-        for fname, group in tensors.items():
-            save_file({k: v.detach().cpu().contiguous() for k, v in group.items()}, str(tmp / f"{fname}.safetensors"),
-                      metadata={"step": str(step), "format": "difflab"})
-        (tmp / "trainer.json").write_text(json.dumps(meta, indent=1))
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        final = root / name
-        if final.exists():                     # re-writing the same step (e.g. after a resume): replace it
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-        _fsync_dir(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    final = write_folder(root / name, {f"{k}.safetensors": v for k, v in tensors.items()},
+                         {"trainer.json": json.dumps(meta, indent=1)}, metadata={"step": str(step), "format": "difflab"})
     atomic_write_text(root / LATEST, name + "\n")
     prune_checkpoints(root, keep)
     return final
@@ -104,33 +62,6 @@ def resolve_checkpoint(path: Path | str) -> Path:
     if not (step_dir / "model.safetensors").exists():
         raise DifflabError(f"{pointer} names {step_dir.name}, which is missing or incomplete; delete {pointer} to fall back")
     return step_dir
-
-
-def read_tensors(path: Path) -> dict[str, Tensor]:
-    """Load a safetensors file; a missing, truncated or corrupt file is a one-line DifflabError naming it."""
-    path = Path(path)
-    if not path.exists():
-        raise DifflabError(f"checkpoint file {path} is missing")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DifflabError(f"checkpoint file {path} is corrupt or truncated ({msg}); "
-                           f"use an earlier checkpoint folder or retrain") from None
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """Load a JSON object; a missing or corrupt file is a one-line DifflabError naming it."""
-    path = Path(path)
-    try:
-        value = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DifflabError(f"file {path} is missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DifflabError(f"file {path} is corrupt ({e}); restore it or retrain") from None
-    if not isinstance(value, dict):
-        raise DifflabError(f"file {path} should hold a JSON object")
-    return value
 
 
 def load_weights(module: torch.nn.Module, path: Path) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from difflab.rng import derived_seed
+
 
 class DataOrder:
     """Batch k holds positions [k B, (k + 1) B) of an endless stream of epochs; epoch e is a random
@@ -18,7 +20,7 @@ class DataOrder:
         if epoch not in self._perms:
             if len(self._perms) > 2:                       # a batch spans at most two epochs
                 self._perms.pop(min(self._perms))
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            g = torch.Generator().manual_seed(derived_seed(self.seed, epoch))
             self._perms[epoch] = torch.randperm(self.n, generator=g)
         return self._perms[epoch]
 

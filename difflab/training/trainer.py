@@ -1,8 +1,9 @@
 """A generic training loop: AdamW, warm-up, gradient clipping, EMA, bf16 autocast on CUDA, exact resume.
 
 It knows nothing of diffusion: it minimises the mean of a per-example loss
-``loss_fn(model, x, y, generator) -> (loss (B,), key (B,))`` and logs the loss in 10 buckets of ``key``
-(in [0, 1]; for diffusion, the noise level t).
+``loss_fn(model, x, cond, generator) -> (loss (B,), key (B,))`` and logs the loss in 10 buckets of ``key``
+(in [0, 1]; for diffusion, the noise level t). ``cond`` is the batch's rows of the ``conditions`` it was
+given (anything indexable by a batch of example indices, with ``.to(device)``), or None.
 """
 
 from __future__ import annotations
@@ -12,18 +13,27 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from difflab.errors import DifflabError
+from difflab.io import atomic_write_text, read_json, read_tensors
 from difflab.training import checkpoint as ckpt
 from difflab.training.data_order import DataOrder
 from difflab.training.ema import EMA
 
-LossFn = Callable[[nn.Module, Tensor, "Tensor | None", torch.Generator], "tuple[Tensor, Tensor]"]
+class Rows(Protocol):
+    """Per-example values the trainer hands to the loss without looking inside (e.g. a Condition)."""
+
+    def __getitem__(self, index: Tensor) -> Any: ...
+
+    def to(self, device: torch.device) -> Any: ...
+
+
+LossFn = Callable[[nn.Module, Tensor, Any, torch.Generator], "tuple[Tensor, Tensor]"]
 LOG = "log.jsonl"
 BUCKETS = 10
 
@@ -82,10 +92,10 @@ class Hook:
 
 
 class Trainer:
-    """Trains ``model`` on (data, labels) held in memory; runs each of ``hooks`` (sample grids, evaluations)
-    when it is due, after that step's checkpoint."""
+    """Trains ``model`` on data (and per-example ``conditions``) held in memory; runs each of ``hooks``
+    (sample grids, evaluations) when it is due, after that step's checkpoint."""
 
-    def __init__(self, model: nn.Module, loss_fn: LossFn, data: Tensor, labels: Tensor | None,
+    def __init__(self, model: nn.Module, loss_fn: LossFn, data: Tensor, conditions: Rows | None,
                  config: TrainerConfig, run_dir: Path, hooks: Sequence[Hook] = ()) -> None:
         config.validate()
         self.config, self.run_dir = config, Path(run_dir)
@@ -96,7 +106,7 @@ class Trainer:
         self.model = model.to(self.device)
         self.loss_fn, self.hooks = loss_fn, tuple(hooks)
         self.data = data.to(self.device)
-        self.labels = labels.to(self.device) if labels is not None else None
+        self.conditions = conditions.to(self.device) if conditions is not None else None
         self.order = DataOrder(len(data), config.batch_size, config.seed)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.ema = EMA(self.model, config.ema_decay)
@@ -116,10 +126,10 @@ class Trainer:
 
     def load(self, path: Path) -> None:
         """Restore everything a checkpoint folder holds, so the run continues bit for bit."""
-        meta = ckpt.read_json(path / "trainer.json")
+        meta = read_json(path / "trainer.json")
         ckpt.load_weights(self.model, path / "model.safetensors")
         ckpt.load_weights(self.ema.model, path / "ema.safetensors")
-        tensors = ckpt.read_tensors(path / "trainer.safetensors")
+        tensors = read_tensors(path / "trainer.safetensors")
         try:
             ckpt.load_optimizer_state(self.opt, tensors, meta["optimizer"])  # moves moments to the params' device
             ckpt.set_rng_states(self.generator, tensors)
@@ -136,10 +146,10 @@ class Trainer:
     def train_step(self) -> tuple[Tensor, Tensor, float]:
         idx = self.order.batch(self.step).to(self.device)
         x = self.data[idx]
-        y = self.labels[idx] if self.labels is not None else None
+        cond = self.conditions[idx] if self.conditions is not None else None
         self.model.train()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            loss_vec, key = self.loss_fn(self.model, x, y, self.generator)
+            loss_vec, key = self.loss_fn(self.model, x, cond, self.generator)
         loss = loss_vec.float().mean()
         if not torch.isfinite(loss):
             self._stop_nonfinite("loss", float(loss.detach()))
@@ -216,7 +226,7 @@ def truncate_log(path: Path, step: int) -> None:
             continue
         if record.get("step", math.inf) <= step:
             keep.append(line)
-    ckpt.atomic_write_text(path, "".join(line + "\n" for line in keep))
+    atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
 def read_log(path: Path) -> list[dict]:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from difflab.analytic import GaussianMixtureDenoiser
+from difflab.denoisers import GaussianMixtureDenoiser
 from difflab.errors import DifflabError
 from difflab.likelihood import ElboResult, elbo_bpd, elbo_terms, nats_to_bpd, ode_bpd, prior_kl, step_terms
 from difflab.process import DDPMProcess, VPProcess

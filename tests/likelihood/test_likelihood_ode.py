@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from difflab.analytic import GaussianMixtureDenoiser
+from difflab.denoisers import GaussianMixtureDenoiser
 from difflab.errors import DifflabError
 from difflab.likelihood import ode_bpd, ode_nll
 from difflab.process import DDPMProcess, FlowProcess, VEProcess, VPProcess

@@ -9,9 +9,9 @@ import pytest
 import torch
 from helpers import assert_one_line_error, cli
 
+from difflab.denoisers import bench_mixture
 from difflab.metrics.sliced_wasserstein import projection_directions, sliced_w2
-from difflab.pipelines.bench_samplers import (ODE_SAMPLERS, bench_mixture, bench_samplers, nfe_of, one_thread,
-                                              steps_for_nfe)
+from difflab.pipelines.bench_samplers import ODE_SAMPLERS, bench_samplers, nfe_of, one_thread, steps_for_nfe
 from difflab.process import DDPMProcess, VPProcess
 from difflab.samplers import SAMPLERS
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from difflab.pipelines.sample import load_model, sample_run
+from difflab.pipelines.run import load_model
+from difflab.pipelines.sample import sample_run
 from difflab.viz import to_uint8
 
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from difflab.cli.main import main
-from difflab.pipelines.sample import load_model, sample_run
+from difflab.pipelines.run import load_model
+from difflab.pipelines.sample import sample_run
 
 QUICK = ["--steps", "6", "--batch-size", "16", "--warmup", "2", "--log-every", "3", "--checkpoint-every", "6",
          "--sample-every", "0", "--preview-steps", "3", "--quiet"]

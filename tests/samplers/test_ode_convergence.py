@@ -16,7 +16,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from difflab.pipelines.bench_samplers import bench_mixture, one_thread
+from difflab.denoisers import bench_mixture
+from difflab.pipelines.bench_samplers import one_thread
 from difflab.process import build_process
 from difflab.samplers import sample_dopri5, sample_euler, sample_heun, sample_rk4, time_grid
 

@@ -8,9 +8,10 @@ import math
 import pytest
 import torch
 
-from difflab.analytic import GaussianMixtureDenoiser
+from difflab.denoisers import GaussianMixtureDenoiser
 from difflab.errors import DifflabError
-from difflab.pipelines.bench_samplers import bench_mixture, one_thread
+from difflab.denoisers import bench_mixture
+from difflab.pipelines.bench_samplers import one_thread
 from difflab.process import DDPMProcess, FlowProcess, VEProcess, VPProcess, build_process
 from difflab.rng import GeneratorNoise, PerSampleNoise
 from difflab.samplers import SAMPLERS, check_options, get_sampler, sampler_options, time_grid

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from difflab.analytic import GaussianMixtureDenoiser
+from difflab.denoisers import GaussianMixtureDenoiser
 from difflab.process import DDPMProcess
 from difflab.rng import GeneratorNoise
 from difflab.samplers import sample_ddim, sample_ddpm, time_grid

@@ -21,9 +21,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from difflab.analytic import GaussianMixtureDenoiser
+from difflab.denoisers import GaussianMixtureDenoiser
 from difflab.metrics.sliced_wasserstein import projection_directions, sliced_w2
-from difflab.pipelines.bench_samplers import bench_mixture, one_thread
+from difflab.denoisers import bench_mixture
+from difflab.pipelines.bench_samplers import one_thread
 from difflab.process import PROCESSES, build_process
 from difflab.rng import GeneratorNoise
 from difflab.samplers import SAMPLERS, get_sampler, time_grid

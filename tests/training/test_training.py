@@ -86,7 +86,7 @@ def test_truncated_checkpoint_is_named(tmp_path):
     train(tiny_config(10), tmp_path / "run", progress=False)
     weights = resolve_checkpoint(tmp_path / "run") / "ema.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    from difflab.pipelines.sample import load_model
+    from difflab.pipelines.run import load_model
     with pytest.raises(DifflabError, match="ema.safetensors.*corrupt or truncated"):
         load_model(tmp_path / "run")
     cfg = tiny_config(20)

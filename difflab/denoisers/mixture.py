@@ -18,7 +18,8 @@ import math
 import torch
 from torch import Tensor
 
-from difflab.denoiser import Prediction
+from difflab.condition import Condition
+from difflab.denoisers.base import Prediction
 from difflab.process.base import GaussianProcess, as_time
 
 
@@ -62,7 +63,7 @@ class GaussianMixtureDenoiser:
         logp = -0.5 * ((diff**2 / var) + torch.log(2 * math.pi * var)).sum(-1) + torch.log(self.weights.to(x.device))
         return xf, alpha, sigma, var, logp
 
-    def __call__(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Prediction:
+    def __call__(self, x: Tensor, t: Tensor, cond: Condition | None = None) -> Prediction:
         xf, alpha, sigma, var, logp = self._components(x, t)
         r = torch.softmax(logp, dim=-1)                                  # (B, K)
         mu, s2 = self.means.to(x.device), self.stds.to(x.device) ** 2
@@ -82,3 +83,16 @@ class GaussianMixtureDenoiser:
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         z = torch.randn(n, self.means.shape[1], generator=generator, dtype=torch.float64)
         return (self.means[k] + self.stds[k] * z).reshape(n, *self.example_shape)
+
+
+def bench_mixture(process: GaussianProcess, dim: int) -> GaussianMixtureDenoiser:
+    """The mixture the sampler benchmark and tests use. 2-D: three anisotropic components of unequal weight;
+    otherwise four components with means ~ N(0, 0.5^2 I) and per-coordinate stds in [0.2, 0.6] (seed 0)."""
+    if dim == 2:
+        means = torch.tensor([[-1.0, -0.5], [1.0, -0.5], [0.0, 1.0]], dtype=torch.float64)
+        stds = torch.tensor([[0.3, 0.15], [0.2, 0.2], [0.15, 0.4]], dtype=torch.float64)
+        return GaussianMixtureDenoiser(process, means, stds, torch.tensor([0.5, 0.3, 0.2]))
+    g = torch.Generator().manual_seed(0)
+    means = 0.5 * torch.randn(4, dim, generator=g, dtype=torch.float64)
+    stds = 0.2 + 0.4 * torch.rand(4, dim, generator=g, dtype=torch.float64)
+    return GaussianMixtureDenoiser(process, means, stds, torch.tensor([0.4, 0.3, 0.2, 0.1]))

@@ -1,0 +1,28 @@
+"""A trained network read through its process as a Denoiser."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from difflab.condition import Condition
+from difflab.denoisers.base import Prediction
+from difflab.parameterization import check_target, predict, to_x0_eps
+from difflab.process.base import GaussianProcess, as_time
+
+
+class NetworkDenoiser:
+    """A network that predicts ``target``, read through its process as a Denoiser.
+
+    x may be float64 (the sampling loop); the network runs in its own dtype and its output is cast back.
+    Gradients flow (likelihoods and guidance differentiate through it); samplers' callers turn them off.
+    """
+
+    def __init__(self, network: nn.Module, process: GaussianProcess, target: str = "eps") -> None:
+        self.network, self.process, self.target = network, process, check_target(target)
+
+    def __call__(self, x: Tensor, t: Tensor, cond: Condition | None = None) -> Prediction:
+        t = as_time(t, device=x.device)                                   # () or (B,) float64
+        c = self.process.coefficients(t).expand_as(x)
+        out = predict(self.network, x, t, c, self.process, cond).to(x.dtype)
+        x0, eps = to_x0_eps(self.target, out, x, c)
+        return Prediction(x0, eps, c)
