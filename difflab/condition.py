@@ -1,14 +1,14 @@
 """What a model is conditioned on, as one typed value that data, objectives, denoisers and samplers pass
-along without looking inside; only networks (and guidance) read it.
+along without looking inside; only networks read it.
 
     Condition(labels=(B,) int64)                         class labels; NULL_LABEL (-1) means "no label"
     Condition(context=(B, L, E), context_mask=(B, L))    token embeddings (e.g. of a prompt), mask True = token
     Condition(image=(B, C, H, W))                        channels concatenated to the network's input
                                                          (a low-resolution image for super-resolution)
 
-Every field is optional and batched along dim 0. The null condition (classifier-free training drops to it,
-classifier-free guidance contrasts with it) is part of the type: labels become NULL_LABEL and the context
-is masked out; an image stays, since it is the input being restored, not a choice being guided.
+Every field is optional and batched along dim 0. The null condition, what a conditional model sees when it is
+run unconditionally, is part of the type: labels become NULL_LABEL and the context is masked out; an image
+stays, since it is the input being restored rather than a choice of what to generate.
 """
 
 from __future__ import annotations

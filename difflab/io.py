@@ -53,8 +53,10 @@ def write_folder(folder: Path | str, tensors: dict[str, dict[str, Tensor]], text
                  metadata: dict[str, str] | None = None) -> Path:
     """Write ``tensors[name]`` to ``folder/name`` (safetensors, with ``metadata``) and ``texts[name]`` to
     ``folder/name``, atomically: the files are filled and fsynced in a temporary sibling folder
-    (``.tmp_<folder name>_*``), which then replaces ``folder`` (an existing folder of that name is removed
-    first). The parent is created. On any error the temporary folder is removed and the error raised."""
+    (``.tmp_<folder name>_*``), which is then renamed to ``folder``. An existing folder of that name is first
+    renamed aside (``.tmp_<folder name>_old_*``) and removed only once the new one is in place; if that
+    fails it is put back. The parent is created. On any error the temporary folder is removed and the
+    error raised."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".tmp_{folder.name}_"))
@@ -66,10 +68,19 @@ def write_folder(folder: Path | str, tensors: dict[str, dict[str, Tensor]], text
         for path in tmp.iterdir():
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
+        aside = None
         if folder.exists():
-            shutil.rmtree(folder)
-        os.rename(tmp, folder)
+            aside = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".tmp_{folder.name}_old_"))
+            os.rename(folder, aside)                  # replaces the empty folder mkdtemp made
+        try:
+            os.rename(tmp, folder)
+        except BaseException:
+            if aside is not None:
+                os.rename(aside, folder)
+            raise
         fsync_dir(folder.parent)
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

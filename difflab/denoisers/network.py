@@ -14,7 +14,7 @@ class NetworkDenoiser:
     """A network that predicts ``target``, read through its process as a Denoiser.
 
     x may be float64 (the sampling loop); the network runs in its own dtype and its output is cast back.
-    Gradients flow (likelihoods and guidance differentiate through it); samplers' callers turn them off.
+    Gradients flow (the ODE likelihood differentiates through it); samplers' callers turn them off.
     """
 
     def __init__(self, network: nn.Module, process: GaussianProcess, target: str = "eps") -> None:

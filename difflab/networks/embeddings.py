@@ -70,7 +70,7 @@ class NoiseClassEmbedding(nn.Module):
     """Noise level (B,) and optional labels (B,) -> one conditioning vector (B, dim).
 
     Label index ``num_classes`` is the "no label" embedding: a missing label or NULL_LABEL maps to it, so a
-    conditional model can also run unconditionally (classifier-free training drops labels to it).
+    conditional model can also run unconditionally.
     """
 
     def __init__(self, freq_dim: int, dim: int, num_classes: int | None = None, noise_input: str = LOG_SNR) -> None:

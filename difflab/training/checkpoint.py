@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from difflab.errors import DifflabError
-from difflab.io import atomic_write_text, read_json, read_tensors, write_folder
+from difflab.io import atomic_write_text, read_tensors, write_folder
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"

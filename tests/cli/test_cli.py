@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,3 +83,17 @@ def test_console_script_error_has_no_traceback(tmp_path):
     res = subprocess.run([sys.executable, "-m", "difflab.cli.main", "sample", "--checkpoint", str(tmp_path / "none")],
                          capture_output=True, text=True, timeout=120)
     assert_one_line_error(res.returncode, res.stderr, "does not exist")
+
+
+def test_train_help_has_a_flag_for_every_process_option_with_its_defaults(capsys):
+    from difflab.process import PROCESSES, process_options
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split()).split("options:", 1)[1]
+    for name in PROCESSES:
+        for option, default in process_options(name).items():
+            flag = "--" + option.replace("_", "-")
+            help_text = re.search(re.escape(flag) + r" \S+ (.*?\(default: [^)]*\))", text)
+            assert help_text, flag
+            assert str(default) in help_text.group(1) and name in help_text.group(1), (flag, help_text.group(1))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 
-import pytest
 
 from difflab.cli.main import main
 from difflab.pipelines.train import train
@@ -67,3 +66,14 @@ def test_bpd_elbo_needs_ddpm(tmp_path, capsys):
                  "--sample-every", "0", "--preview-steps", "2", "--quiet", "--out", str(out)]) == 0
     assert main(["eval", "--checkpoint", str(out), "--n", "10", "--bpd", "elbo"]) == 2
     assert "ddpm" in capsys.readouterr().err
+
+
+def test_eval_json_goes_into_the_evaluated_run_named_by_its_sampling(trained_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)                  # not into the current folder, where two runs would collide
+    for args, name in [((), "eval-ddim-5.json"), (("--sampler", "euler"), "eval-euler-5.json"),
+                       (("--raw",), "eval-ddim-5-raw.json")]:
+        rc = main(["eval", "--checkpoint", str(trained_run), "--n", "20", "--steps", "5", "--fid-resamples", "2",
+                   "--kid-subsets", "2", *args])
+        assert rc == 0 and f"results -> {trained_run / name}" in capsys.readouterr().out
+        assert json.loads((trained_run / name).read_text())["steps"] == 5
+    assert not list(tmp_path.iterdir())

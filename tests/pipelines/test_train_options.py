@@ -61,3 +61,12 @@ def test_bad_combinations_are_one_line(tmp_path, capsys, args, needle):
     assert main(["train", *args, *QUICK, "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err, err
+
+
+@pytest.mark.parametrize("dataset,kind,shape", [("moons", "mlp", (3, 2)), ("digits", "unet", (3, 1, 8, 8))])
+def test_the_default_model_follows_the_data(tmp_path, dataset, kind, shape):
+    cfg = train(tmp_path, "--dataset", dataset)
+    assert cfg["model"] in ("mlp", "tiny") and cfg["network"]["kind"] == kind
+    assert cfg["spec"]["kind"] == ("points" if dataset == "moons" else "pixels")
+    m = load_model(tmp_path / "run", device="cpu")
+    assert sample_run(m.network, m.process, m.config, "euler", 3, 3, seed=0).x.shape == shape

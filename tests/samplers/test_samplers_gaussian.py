@@ -1,6 +1,5 @@
 """DDPM and DDIM on Gaussian data N(m, s^2 I), whose exact denoiser is known in closed form."""
 
-import math
 
 import pytest
 import torch
