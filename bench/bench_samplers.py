@@ -11,8 +11,11 @@ Runs `difflab bench-samplers` (difflab.pipelines.bench_samplers) and prints, bes
 
 from __future__ import annotations
 
+import sys
+
 from difflab.cli.bench import add_bench_flags, bench_arguments, progress
 from difflab.cli.common import Parser
+from difflab.errors import DifflabError
 from difflab.pipelines.bench_samplers import ODE_SAMPLERS, BenchResult, bench_samplers, format_tables
 
 
@@ -49,7 +52,11 @@ def ratio_tables(result: BenchResult) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = Parser(prog="bench_samplers.py", description=__doc__.split("\n")[0])
     add_bench_flags(p)
-    result = bench_samplers(**bench_arguments(p.parse_args(argv)), progress=progress)
+    try:
+        result = bench_samplers(**bench_arguments(p.parse_args(argv)), progress=progress)
+    except DifflabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     print(format_tables(result))
     print(ratio_tables(result))
 
