@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from difflab.condition import Condition
 from difflab.dataspec import DataSpec
+from difflab.networks.base import Network
 from difflab.networks.embeddings import LOG_SNR, NoiseClassEmbedding, check_condition
 
 
@@ -31,7 +32,7 @@ MLP_PRESETS: dict[str, MLPConfig] = {
 }
 
 
-class MLP(nn.Module):
+class MLP(Network):
     """f(x, noise, cond): x (B, dim), noise (B,) -> (B, dim). Each hidden layer adds the noise/class embedding."""
 
     def __init__(self, config: MLPConfig) -> None:
@@ -41,10 +42,6 @@ class MLP(nn.Module):
         self.inp = nn.Linear(cfg.dim, cfg.hidden)
         self.hidden = nn.ModuleList(nn.Linear(cfg.hidden, cfg.hidden) for _ in range(cfg.depth))
         self.out = nn.Linear(cfg.hidden, cfg.dim)
-
-    @property
-    def noise_input(self) -> str:
-        return self.config.noise_input
 
     def forward(self, x: Tensor, noise: Tensor, cond: Condition | None = None) -> Tensor:
         if x.ndim != 2 or x.shape[1] != self.config.dim:

@@ -14,6 +14,7 @@ from torch import nn
 
 from difflab.dataspec import DataSpec
 from difflab.errors import DifflabError
+from difflab.networks.base import Network
 from difflab.networks.mlp import MLP, MLP_PRESETS, MLPConfig
 from difflab.networks.unet import UNET_PRESETS, UNet, UNetConfig
 
@@ -22,7 +23,7 @@ AUTO = "auto"
 
 @dataclass(frozen=True)
 class Backbone:
-    network: type[nn.Module]           # built as network(config)
+    network: type[Network]             # built as network(config)
     config: type                       # its config dataclass; config.fitted(spec, num_classes) sizes it
     presets: dict[str, Any]            # preset name -> config
     layout: str                        # the DataSpec.layout it models: "image" or "vector"

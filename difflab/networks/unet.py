@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from difflab.condition import Condition
 from difflab.dataspec import DataSpec
+from difflab.networks.base import Network
 from difflab.networks.embeddings import LOG_SNR, NoiseClassEmbedding, check_condition
 
 
@@ -100,7 +101,7 @@ class SelfAttention(nn.Module):
         return x + self.proj(h.transpose(-1, -2).reshape(B, C, H, W))
 
 
-class UNet(nn.Module):
+class UNet(Network):
     """eps/x0/v/... predictor f(x, noise, cond): x (B, C, H, W), noise (B,) noise levels, cond with (B,) labels
     or None -> (B, C_out, H, W)."""
 
@@ -140,10 +141,6 @@ class UNet(nn.Module):
                 self.up.append(nn.Conv2d(ch, ch, 3, padding=1))  # after nearest-neighbour upsampling
         self.norm_out = group_norm(ch, groups)
         self.conv_out = zero_init(nn.Conv2d(ch, cfg.out_channels or cfg.in_channels, 3, padding=1))
-
-    @property
-    def noise_input(self) -> str:
-        return self.config.noise_input
 
     def forward(self, x: Tensor, noise: Tensor, cond: Condition | None = None) -> Tensor:
         if x.ndim != 4 or x.shape[1] != self.config.in_channels:
