@@ -56,9 +56,17 @@ class EvalResult:
         return "\n".join(lines)
 
 
+def require_images(cfg: RunConfig, what: str) -> None:
+    """Raise a one-line DifflabError unless the run generates images (pixels, after its codec)."""
+    kind = run_codec(cfg).data_spec.kind
+    if kind != "pixels":
+        raise DifflabError(f"{what} need a model of images; this run models {kind} (try difflab sample)")
+
+
 def run_extractor(cfg: RunConfig, features: str, inception_weights: str | None = None,
                   device: torch.device | str = "cpu") -> FeatureExtractor:
     """The feature extractor for a run's data: the built-in classifier of its data set, or Inception-v3."""
+    require_images(cfg, "image metrics")
     return build_extractor(features, cfg.data.dataset, inception_weights=inception_weights, device=device,
                            progress=True)
 
@@ -76,8 +84,7 @@ def evaluate(network: nn.Module, process: GaussianProcess, cfg: RunConfig, *, sa
              metric_options: MetricOptions = MetricOptions(), device: torch.device | str = "cpu",
              step: int | None = None, **sample_kwargs: Any) -> EvalResult:
     """Draw n samples with ``sampler`` and measure them against the run's ``split``."""
-    if run_codec(cfg).data_spec.kind != "pixels":
-        raise DifflabError(f"image metrics need a model of images; this run models {cfg.spec.kind}")
+    require_images(cfg, "image metrics")
     out = sample_run(network, process, cfg, sampler, steps, n, seed, device=device, **sample_kwargs)
     report = compute_metrics(out.x, extractor, run_reference(cfg, split), split=split, options=metric_options)
     return EvalResult(report, sampler, steps, out.nfe, out.seconds, step)
@@ -96,8 +103,7 @@ def heldout_bpd(network: nn.Module, process: GaussianProcess, cfg: RunConfig, es
         raise DifflabError(f"unknown bits/dim estimate {sorted(unknown)}; choose from {', '.join(BPD_ESTIMATES)}")
     if "elbo" in estimates and process.discrete_steps is None:
         raise DifflabError(f"the ELBO in bits/dim is for ddpm runs; this run's process is {process.name}: use --bpd ode")
-    if run_codec(cfg).data_spec.kind != "pixels":
-        raise DifflabError(f"bits/dim are of 8-bit images; this run models {cfg.spec.kind}")
+    require_images(cfg, "bits/dim of 8-bit images")
     test = load_run_data(cfg, split="test")
     x0 = test.data[:n]
     conditions = data_conditions(cfg, test)

@@ -77,3 +77,12 @@ def test_eval_json_goes_into_the_evaluated_run_named_by_its_sampling(trained_run
         assert rc == 0 and f"results -> {trained_run / name}" in capsys.readouterr().out
         assert json.loads((trained_run / name).read_text())["steps"] == 5
     assert not list(tmp_path.iterdir())
+
+
+def test_eval_of_a_points_run_says_so_before_any_work(tmp_path, capsys):
+    assert main(["train", "--dataset", "moons", "--steps", "4", "--batch-size", "16", "--sample-every", "0",
+                 "--quiet", "--out", str(tmp_path / "m")]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(tmp_path / "m"), "--n", "10"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "image metrics need a model of images; this run models points" in err
