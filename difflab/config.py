@@ -8,19 +8,19 @@ that divide by alpha, the time sampling for the process. :func:`migrate` reads c
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from difflab import __version__
 from difflab.codecs import build_codec
 from difflab.dataspec import DataSpec
-from difflab.errors import DifflabError
-from difflab.io import atomic_write_text, read_json
+from difflab.errors import DifflabError, one_line
+from difflab.io import atomic_write_text, fits, read_json, typed_fields
 from difflab.networks import AUTO, network_config, resolve_preset
 from difflab.networks.embeddings import PROCESS_TIME
 from difflab.objectives import ALPHA_DIVIDING_TARGETS, DiffusionObjective
-from difflab.process import build_process, process_options
+from difflab.process import PROCESSES, build_process, process_options
 from difflab.process.base import as_time
 from difflab.training import TrainerConfig
 
@@ -95,20 +95,48 @@ class RunConfig:
         atomic_write_text(Path(run_dir) / CONFIG, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        sections = {"data": DataConfig, "objective": DiffusionObjective, "trainer": TrainerConfig,
-                    "preview": PreviewConfig, "evaluation": EvalConfig}
-        try:
-            values = {k: (_build(sections[k], v) if k in sections else v) for k, v in migrate(d).items()}
-            if values.get("spec") is not None:
-                values["spec"] = DataSpec.from_dict(values["spec"])
-            return cls(**values)
-        except (TypeError, KeyError, ValueError) as e:
-            raise DifflabError(f"config does not fit this difflab version ({e})") from None
+    def from_dict(cls, d: dict[str, Any], source: str = "config.json") -> RunConfig:
+        """A saved config (of this or an older version, see :func:`migrate`), checked whole: every key present
+        and of its type, the process's every option given. Problems are one-line errors naming ``source``."""
+        if not isinstance(d, dict):
+            raise DifflabError(f"{source} should hold a JSON object")
+        values = typed_fields(cls, migrate(d), source)
+        for key, section in SECTIONS.items():
+            values[key] = section(**typed_fields(section, values[key], f"{source}: {key}"))
+        values["spec"] = None if values["spec"] is None else _spec(values["spec"], source)
+        _check_process(values["process"], source)
+        return cls(**values)
 
     @classmethod
     def load(cls, run_dir: Path) -> RunConfig:
-        return cls.from_dict(read_json(Path(run_dir) / CONFIG))
+        path = Path(run_dir) / CONFIG
+        return cls.from_dict(read_json(path), str(path))
+
+
+SECTIONS = {"data": DataConfig, "objective": DiffusionObjective, "trainer": TrainerConfig, "preview": PreviewConfig,
+            "evaluation": EvalConfig}
+
+
+def _spec(d: dict[str, Any], source: str) -> DataSpec:
+    try:
+        return DataSpec.from_dict(d)
+    except (KeyError, TypeError, ValueError) as e:
+        raise DifflabError(f"{source}: spec is not a data description ({one_line(e)}); restore the file") from None
+
+
+def _check_process(process: dict[str, Any], source: str) -> None:
+    """Every option of the named process present and of its default's type (a run is sampled as what it was
+    trained as, never with a default filled in silently)."""
+    name = process.get("name")
+    if name not in PROCESSES:
+        raise DifflabError(f"{source}: process name {name!r} is not one of {', '.join(PROCESSES)}")
+    options = process_options(name)
+    missing = [k for k in options if k not in process]
+    if missing:
+        raise DifflabError(f"{source}: process lacks {', '.join(missing)}; restore the file or retrain")
+    for key, default in options.items():
+        if not fits(process[key], type(default)):
+            raise DifflabError(f"{source}: process.{key} should be {type(default).__name__}, got {process[key]!r}")
 
 
 def migrate(d: dict[str, Any]) -> dict[str, Any]:
@@ -118,6 +146,7 @@ def migrate(d: dict[str, Any]) -> dict[str, Any]:
     description was implicit in the network config (a U-Net: pixels in [-1, 1]; an MLP: points)."""
     d = dict(d)
     if str(d.get("version", "0.1.0")).startswith("0.1."):
+        d.setdefault("codec", {"name": "identity"})
         network = dict(d.get("network") or {})
         if network:
             network.setdefault("noise_input", PROCESS_TIME)
@@ -130,14 +159,6 @@ def migrate(d: dict[str, Any]) -> dict[str, Any]:
 # The data a 0.1 network modelled, read off its config (the backbones of 0.1 and their keys; frozen).
 V01_SPECS = {"unet": lambda n: DataSpec.pixels(n["in_channels"], n["image_size"], n["image_size"]),
              "mlp": lambda n: DataSpec.points(n["dim"])}
-
-
-def _build(cls: type, values: dict[str, Any]) -> Any:
-    names = {f.name for f in fields(cls)}
-    unknown = set(values) - names
-    if unknown:
-        raise TypeError(f"unknown {cls.__name__} keys {sorted(unknown)}")
-    return cls(**values)
 
 
 def updated(obj: Any, **changes: Any) -> Any:

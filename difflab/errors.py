@@ -12,3 +12,8 @@ class DifflabError(Exception):
 def one_line(error: BaseException) -> str:
     """``error`` as "Type: message" on one line, to quote inside a DifflabError message."""
     return " ".join(f"{type(error).__name__}: {error}".split())
+
+
+class Interrupted(Exception):
+    """The user pressed Ctrl-C; the message says what was kept and how to go on. The CLI prints it on a line
+    of its own and exits with status 130."""

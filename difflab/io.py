@@ -1,28 +1,88 @@
 """Files that survive a kill at any moment, and reading them back without running code.
 
-    atomic_write_text(path, text)          a text file, through a temporary file and an atomic rename
-    write_folder(folder, tensors, texts)   a folder of safetensors and text files, filled under a temporary
-                                           name and renamed into place: a reader sees all of it or none
-    read_json(path), read_tensors(path)    a missing, truncated or corrupt file is a one-line DifflabError
+    atomic_write_text(path, text)        a text file, through a temporary file and an atomic rename
+    write_folder(folder, files)          a folder of files (bytes), filled under a temporary name and renamed
+                                         into place: a reader sees all of it or none
+    tensor_bytes(tensors), sha256(data)  a safetensors file as bytes, and the checksum a writer records of it
+    read_json(path), read_tensors(path)  a missing, truncated, corrupt or (with ``sha256``) altered file is a
+                                         one-line DifflabError naming it
+    typed_fields(cls, values, where)     JSON values checked against a dataclass's fields before it is built
+    output_error(path, error)            an OSError on an output path as that one-line error
+    check_output_folder / check_output_file    an output location checked before any work starts
 
+Files and folders get the modes the user's umask gives (tempfile alone would make them private).
 Checkpoints (:mod:`difflab.training.checkpoint`) and the metrics cache (:mod:`difflab.metrics.disk_cache`)
 both write through :func:`write_folder`. Nothing is pickled.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import shutil
 import tempfile
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save
 from torch import Tensor
 
 from difflab.errors import DifflabError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def default_mode(directory: bool) -> int:
+    """The mode open() or mkdir() would give a new file or folder under the user's umask."""
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
+def output_error(path: Path | str, error: OSError) -> DifflabError:
+    """A one-line error for an OSError while writing ``path`` (disk full, read-only, file too large, ...)."""
+    reason = error.strerror or type(error).__name__
+    return DifflabError(f"cannot write {path}: {reason}; free space or choose another location (nothing "
+                        "written before is lost)")
+
+
+def check_output_folder(folder: Path | str, option: str) -> Path:
+    """Raise a one-line DifflabError unless ``folder`` is, or can be created as, a folder we may write in.
+    Nothing is created here: the check runs before any work, so bad options leave no trace."""
+    folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise DifflabError(f"{option} {folder} is a file, not a folder; choose another path")
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise DifflabError(f"{option} {folder}: {existing} is a file, so no folder can be made there; choose another "
+                           "path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DifflabError(f"{option} {folder}: {existing} is not writable (read-only or not yours); choose another "
+                           "location")
+    return folder
+
+
+def check_output_file(path: Path | str, option: str, suffixes: tuple[str, ...]) -> Path:
+    """Raise a one-line DifflabError unless ``path`` names a file with one of ``suffixes`` that can be written
+    (its folder existing or creatable). Checked before any work, so nothing is lost at the end."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise DifflabError(f"{option} {path} is a folder; give a file name, e.g. {path / ('out' + suffixes[0])}")
+    if path.suffix.lower() not in suffixes:
+        raise DifflabError(f"{option} {path}: the file name must end in {', '.join(suffixes)}")
+    check_output_folder(path.parent, option)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise DifflabError(f"{option} {path} exists and is not writable; choose another file")
+    return path
 
 
 def atomic_write_text(path: Path | str, text: str) -> None:
@@ -34,6 +94,7 @@ def atomic_write_text(path: Path | str, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, default_mode(directory=False))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -49,25 +110,31 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_folder(folder: Path | str, tensors: dict[str, dict[str, Tensor]], texts: dict[str, str],
-                 metadata: dict[str, str] | None = None) -> Path:
-    """Write ``tensors[name]`` to ``folder/name`` (safetensors, with ``metadata``) and ``texts[name]`` to
-    ``folder/name``, atomically: the files are filled and fsynced in a temporary sibling folder
-    (``.tmp_<folder name>_*``), which is then renamed to ``folder``. An existing folder of that name is first
-    renamed aside (``.tmp_<folder name>_old_*``) and removed only once the new one is in place; if that
-    fails it is put back. The parent is created. On any error the temporary folder is removed and the
+def tensor_bytes(tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """A safetensors file's bytes for named tensors (moved to the CPU, made contiguous)."""
+    return save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_folder(folder: Path | str, files: dict[str, bytes]) -> Path:
+    """Write ``files[name]`` to ``folder/name`` atomically: the files are filled and fsynced in a temporary
+    sibling folder (``.tmp_<folder name>_*``), which is then renamed to ``folder``. An existing folder of that
+    name is first renamed aside (``.tmp_<folder name>_old_*``) and removed only once the new one is in place;
+    if that fails it is put back. The parent is created. On any error the temporary folder is removed and the
     error raised."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".tmp_{folder.name}_"))
     try:
-        for name, group in tensors.items():
-            save_file({k: v.detach().cpu().contiguous() for k, v in group.items()}, str(tmp / name), metadata=metadata)
-        for name, text in texts.items():
-            (tmp / name).write_text(text)
-        for path in tmp.iterdir():
-            with open(path, "rb") as f:
+        for name, data in files.items():
+            with open(tmp / name, "wb") as f:
+                f.write(data)
+                f.flush()
                 os.fsync(f.fileno())
+        os.chmod(tmp, default_mode(directory=True))
         aside = None
         if folder.exists():
             aside = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".tmp_{folder.name}_old_"))
@@ -87,17 +154,26 @@ def write_folder(folder: Path | str, tensors: dict[str, dict[str, Tensor]], text
     return folder
 
 
-def read_tensors(path: Path | str) -> dict[str, Tensor]:
-    """Load a safetensors file; a missing, truncated or corrupt file is a one-line DifflabError naming it."""
+def read_tensors(path: Path | str, expected_sha256: str | None = None) -> dict[str, Tensor]:
+    """Load a safetensors file; a missing, truncated or corrupt file is a one-line DifflabError naming it, and
+    so is one whose SHA-256 differs from ``expected_sha256`` (a flipped byte safetensors alone would load)."""
     path = Path(path)
     if not path.exists():
         raise DifflabError(f"checkpoint file {path} is missing")
     try:
-        return load_file(str(path))
+        data = path.read_bytes()
+    except OSError as e:
+        raise DifflabError(f"cannot read {path}: {e.strerror or type(e).__name__}") from None
+    try:
+        tensors = load(data)
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DifflabError(f"checkpoint file {path} is corrupt or truncated ({msg}); "
                            f"use an earlier checkpoint folder or retrain") from None
+    if expected_sha256 is not None and sha256(data) != expected_sha256:
+        raise DifflabError(f"checkpoint file {path} is damaged (its SHA-256 differs from the one recorded when it "
+                           "was written); use an earlier checkpoint folder or retrain")
+    return tensors
 
 
 def read_json(path: Path | str) -> dict[str, Any]:
@@ -107,8 +183,57 @@ def read_json(path: Path | str) -> dict[str, Any]:
         value = json.loads(path.read_text())
     except FileNotFoundError:
         raise DifflabError(f"file {path} is missing") from None
+    except IsADirectoryError:
+        raise DifflabError(f"{path} is a folder, not a JSON file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DifflabError(f"file {path} is corrupt ({e}); restore it or retrain") from None
+    except OSError as e:
+        raise DifflabError(f"cannot read {path}: {e.strerror or type(e).__name__}") from None
     if not isinstance(value, dict):
         raise DifflabError(f"file {path} should hold a JSON object")
     return value
+
+
+def fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a type annotation (int, float, str, bool, None, unions, tuples, dicts)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (tuple, list):
+        return isinstance(value, (list, tuple)) and all(fits(v, args[0]) for v in value)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def typed_fields(cls: type, values: dict[str, Any], where: str, required: bool = True) -> dict[str, Any]:
+    """``values`` checked against the fields of dataclass ``cls``: no unknown key, every field present (when
+    ``required``), each value of its field's type; JSON lists become tuples where the field is a tuple.
+    A problem is a one-line DifflabError naming ``where``.key."""
+    if not isinstance(values, dict):
+        raise DifflabError(f"{where} should be a JSON object, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise DifflabError(f"{where} has unknown keys {unknown}; is it from a newer difflab?")
+    missing = [n for n in names if n not in values] if required else []
+    if missing:
+        raise DifflabError(f"{where} lacks {', '.join(missing)}; restore the file or retrain")
+    out = {}
+    for name, value in values.items():
+        if not fits(value, hints[name]):
+            shown = getattr(hints[name], "__name__", None) or str(hints[name]).replace("typing.", "")
+            raise DifflabError(f"{where}.{name} should be {shown}, got {value!r}; fix the file or retrain")
+        out[name] = tuple(value) if isinstance(value, list) and typing.get_origin(hints[name]) is not list else value
+    return out

@@ -13,10 +13,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "difflab"
 
 # The modules and packages at the bottom: anything may import them.
-FOUNDATION = {"difflab", "errors", "io", "rng", "condition", "dataspec"}
+FOUNDATION = {"difflab", "errors", "io", "rng", "condition", "dataspec", "resources"}
 # What each part of difflab may import besides itself and the foundation (the arrows of DESIGN.md, lower layers only).
 ALLOWED: dict[str, set[str]] = {
-    "errors": set(), "rng": set(), "condition": set(), "dataspec": set(), "io": set(),
+    "errors": set(), "rng": set(), "condition": set(), "dataspec": set(), "io": set(), "resources": set(),
     "process": set(),
     "networks": set(),
     "data": set(),

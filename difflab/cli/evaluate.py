@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from difflab.cli.common import finite_float, option, optional, positive_int
 from difflab.cli.sample import add_sampling_flags, resolve_sampling
 from difflab.errors import DifflabError
+from difflab.io import atomic_write_text, check_output_file, output_error
 from difflab.metrics import FEATURE_KINDS, MetricOptions
 from difflab.pipelines.evaluate import BPD_ESTIMATES
 from difflab.process import GaussianProcess
@@ -65,7 +65,8 @@ def run(a: argparse.Namespace) -> None:
     job = resolve_sampling(a)
     model, cfg = job.model, job.model.config
     estimates = bpd_estimates(a.bpd, model.process)
-    path = Path(a.json) if a.json else eval_path(model.run_dir, job.sampler, job.steps, a.raw)
+    path = check_output_file(a.json if a.json else eval_path(model.run_dir, job.sampler, job.steps, a.raw), "--json",
+                             (".json",))
     options = MetricOptions(fid_resamples=a.fid_resamples, kid_subsets=a.kid_subsets,
                             kid_subset_size=a.kid_subset_size, is_splits=a.is_splits)
     extractor = run_extractor(cfg, a.features, a.inception_weights, device=job.kwargs["device"])
@@ -73,10 +74,14 @@ def run(a: argparse.Namespace) -> None:
                       extractor=extractor, split=a.split, metric_options=options, step=model.step, **job.kwargs)
     if estimates:
         result.bpd = heldout_bpd(model.network, model.process, cfg, estimates, a.bpd_n, seed=job.kwargs["seed"],
-                                 device=job.kwargs["device"],
+                                 device=job.kwargs["device"], progress=job.kwargs["progress"],
                                  options={"elbo": {"timesteps": a.elbo_timesteps},
                                           "ode": {"rtol": a.ode_tol, "atol": a.ode_tol}})
     print(f"{model.checkpoint} (step {model.step}, {'raw' if a.raw else 'EMA'} weights)")
     print(result.table())
-    path.write_text(json.dumps(result.to_dict(), indent=1) + "\n")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(result.to_dict(), indent=1) + "\n")
+    except OSError as e:
+        raise output_error(path, e) from None
     print(f"results -> {path}")

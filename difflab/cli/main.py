@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 from difflab import __version__
 from difflab.cli import bench, evaluate, plots, sample, train
 from difflab.cli.common import Parser
-from difflab.errors import DifflabError
+from difflab.errors import DifflabError, Interrupted
 
 
 def build_parser() -> Parser:
@@ -19,15 +20,28 @@ def build_parser() -> Parser:
     return parser
 
 
+def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line on stderr, without the source line Python shows by default."""
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.showwarning = one_line_warning
     try:
         args.func(args)
     except DifflabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:               # an output (or input) the command did not expect to fail on
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}; check the path, its permissions and the free space", file=sys.stderr)
+        return 2
+    except Interrupted as e:
+        print(e, file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
-        print("interrupted; a run continues from its last checkpoint with `difflab train --resume DIR`", file=sys.stderr)
+        print("interrupted", file=sys.stderr)
         return 130
     return 0
 

@@ -7,6 +7,7 @@ import argparse
 import torch
 
 from difflab.cli.common import option, optional, positive_int
+from difflab.io import check_output_file, check_output_folder
 from difflab.data import DATASET_NAMES, TOY_2D_NAMES
 from difflab.process import SCHEDULES
 
@@ -46,8 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_schedule(a: argparse.Namespace) -> None:
     from difflab.process import DDPMProcess
-    from difflab.viz import plot_schedules
+    from difflab.viz import PLOT_SUFFIXES, plot_schedules
 
+    check_output_file(a.plot, "--plot", PLOT_SUFFIXES)
     path = plot_schedules({s: DDPMProcess(s, a.T) for s in SCHEDULES}, a.plot)
     print(f"schedules -> {path}")
 
@@ -56,8 +58,9 @@ def run_noise(a: argparse.Namespace) -> None:
     from difflab.data import load_dataset
     from difflab.errors import DifflabError
     from difflab.process import DDPMProcess
-    from difflab.viz import plot_image_rows
+    from difflab.viz import PLOT_SUFFIXES, plot_image_rows
 
+    check_output_file(a.out, "--out", PLOT_SUFFIXES)
     data = load_dataset(a.dataset, image_size=a.image_size)
     if data.kind != "image":
         raise DifflabError(f"difflab noise draws images; {data.name!r} is a 2-D point set (try difflab flow2d)")
@@ -78,6 +81,10 @@ def run_noise(a: argparse.Namespace) -> None:
 
 def run_flow2d(a: argparse.Namespace) -> None:
     from difflab.pipelines.flow2d import flow2d
+    from difflab.viz import PLOT_SUFFIXES
+
+    check_output_file(a.out, "--out", PLOT_SUFFIXES)
+    check_output_folder(a.runs, "--runs")
 
     res = flow2d(a.dataset, a.out, a.runs, train_steps=a.train_steps, n_paths=a.paths, sample_steps=a.steps,
                  seed=a.seed)

@@ -11,6 +11,7 @@ import torch
 
 from difflab.cli.common import finite_float, nonneg_int, option, optional, positive_int
 from difflab.errors import DifflabError
+from difflab.io import check_output_file
 from difflab.process import REVERSE_VARIANCES
 from difflab.rng import SEED_STRIDE
 from difflab.samplers import SAMPLERS, SPACINGS, StepInfo, sampler_options, time_grid
@@ -90,6 +91,7 @@ def add_sampling_flags(p: argparse.ArgumentParser, default_n: int) -> None:
                    help="clamp the x0 prediction to the data's range (default: on for ddpm/ddim on pixels)")
     p.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
     option(p, "--device", "auto, cpu, cuda or cuda:N", "auto")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -112,7 +114,7 @@ class Sampling:
     sampler: str
     steps: int
     n: int
-    kwargs: dict[str, Any]         # seed, device, clip, batch_size, spacing, t_min, options, cond
+    kwargs: dict[str, Any]         # seed, device, clip, batch_size, spacing, t_min, options, cond, progress
 
 
 def resolve_sampling(a: argparse.Namespace) -> Sampling:
@@ -129,7 +131,8 @@ def resolve_sampling(a: argparse.Namespace) -> Sampling:
             raise DifflabError(f"--label must lie in [0, {K - 1}], got {a.label}")
     device = next(model.network.parameters()).device
     kwargs = dict(seed=a.seed, device=device, clip=a.clip, batch_size=a.batch_size, spacing=a.spacing,
-                  t_min=a.t_min, options=options, cond=default_condition(model.config, a.n, a.label))
+                  t_min=a.t_min, options=options, cond=default_condition(model.config, a.n, a.label),
+                  progress=not a.quiet)
     return Sampling(model, a.sampler, a.steps, a.n, kwargs)
 
 
@@ -166,13 +169,14 @@ class TrajectoryRecorder:
 
 def run(a: argparse.Namespace) -> None:
     from difflab.pipelines.sample import sample_run, save_samples
-    from difflab.viz import plot_image_rows
+    from difflab.viz import GRID_SUFFIXES, PLOT_SUFFIXES, plot_image_rows
 
     job = resolve_sampling(a)
     model, sampler, steps, n = job.model, job.sampler, job.steps, job.n
     data_spec = model.codec.data_spec
     if a.trajectory and data_spec.kind != "pixels":
         raise DifflabError(f"--trajectory draws images; this run models {data_spec.kind} (for 2-D points use difflab flow2d)")
+    check_output_file(a.out, "--out", PLOT_SUFFIXES if data_spec.kind == "points" else GRID_SUFFIXES)
     recorder = TrajectoryRecorder(time_grid(model.process, steps, a.spacing, a.t_min))
 
     def record(start: int) -> TrajectoryRecorder | None:

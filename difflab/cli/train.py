@@ -8,15 +8,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from difflab.cli.common import finite_float, nonneg_int, optional, positive_int
-from difflab.config import DataConfig, EvalConfig, PreviewConfig, RunConfig, updated
+from difflab.config import CONFIG, DataConfig, EvalConfig, PreviewConfig, RunConfig, updated
 from difflab.data import DATASET_NAMES
-from difflab.errors import DifflabError
+from difflab.errors import DifflabError, Interrupted
 from difflab.networks import AUTO, DEFAULT_PRESETS, PRESETS
 from difflab.objectives import COUPLINGS, TIME_SAMPLINGS, WEIGHTINGS
 from difflab.parameterization import TARGETS
 from difflab.process import PROCESSES, process_class, process_options
 from difflab.samplers import SAMPLERS
 from difflab.training import TrainerConfig
+from difflab.training.checkpoint import CHECKPOINTS
 
 TRAINER_FLAGS = ("steps", "batch_size", "lr", "warmup", "weight_decay", "grad_clip", "ema_decay", "seed",
                  "log_every", "checkpoint_every", "sample_every", "device", "precision")
@@ -161,28 +162,58 @@ def eval_config(base: EvalConfig, a: argparse.Namespace) -> EvalConfig:
 
 def resumed_config(a: argparse.Namespace) -> RunConfig:
     """The run's saved config with only the options that may change on resume applied."""
+    if a.out is not None:
+        raise DifflabError(f"--out cannot go with --resume: the run stays in {a.resume}; drop --out (to start a "
+                           "new run elsewhere, leave out --resume)")
     given = [k for k, v in vars(a).items() if v is not None and k not in RESUMABLE and k not in EVAL_FLAGS
              and k not in ("resume", "out", "quiet", "func", "command")]
     if given:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         can = ", ".join("--" + k.replace("_", "-") for k in (*RESUMABLE, *EVAL_FLAGS))
         raise DifflabError(f"{flags} cannot change when resuming (the run's config.json holds them); only {can} can")
-    cfg = RunConfig.load(Path(a.resume))
+    run = resume_folder(Path(a.resume))
+    if not (run / CONFIG).is_file():
+        raise DifflabError(f"{run} is not a run folder (it has no {CONFIG}); start a run with `difflab train --out "
+                           f"{run}`")
+    cfg = RunConfig.load(run)
     return updated(cfg, trainer=updated(cfg.trainer, **{k: getattr(a, k) for k in RESUMABLE}),
                    evaluation=eval_config(cfg.evaluation, a))
 
 
+def resume_folder(path: Path) -> Path:
+    """The run folder of what --resume names: the run itself, its checkpoints folder or one of its step folders."""
+    if path.name == CHECKPOINTS:
+        return path.parent
+    if path.parent.name == CHECKPOINTS:
+        return path.parent.parent
+    return path
+
+
 def run(a: argparse.Namespace) -> None:
     from difflab.pipelines.train import train
+    from difflab.training.checkpoint import latest_checkpoint
 
     if a.resume:
-        cfg, out, resume = resumed_config(a), Path(a.resume), True
+        cfg = resumed_config(a)
+        out, resume = resume_folder(Path(a.resume)), True
     else:
         cfg = build_config(a)
         out = Path(a.out or f"runs/{Path(cfg.data.dataset).stem or 'data'}")
         resume = False
-    res = train(cfg, out, resume=resume, progress=not a.quiet)
-    speed = f", {res.img_per_s:.0f} images/s" if res.img_per_s else ""
-    loss = f", final loss {res.final_loss:.4f}" if res.final_loss is not None else ""
-    print(f"trained {res.steps} steps in {res.seconds:.1f} s{speed}{loss}")
+    try:
+        res = train(cfg, out, resume=resume, progress=not a.quiet)
+    except KeyboardInterrupt:
+        kept = latest_checkpoint(out)
+        if kept is None:
+            raise Interrupted(f"interrupted before the first checkpoint; `difflab train --resume {out}` starts the "
+                              "run again") from None
+        raise Interrupted(f"interrupted; {out} keeps its checkpoint {kept.name}: continue with "
+                          f"`difflab train --resume {out}`") from None
+    if res.steps == 0:
+        print(f"{out} had already trained its {cfg.trainer.steps} steps; its end-of-run samples and plots are "
+              "written")
+    else:
+        speed = f", {res.img_per_s:.0f} images/s" if res.img_per_s else ""
+        loss = f", final loss {res.final_loss:.4f}" if res.final_loss is not None else ""
+        print(f"trained {res.steps} steps in {res.seconds:.1f} s{speed}{loss}")
     print(f"run folder: {out}  (samples.png, loss.png, log.jsonl, checkpoints/)")

@@ -16,6 +16,7 @@ from PIL import Image, ImageOps
 
 from difflab.dataspec import DataSpec
 from difflab.errors import DifflabError
+from difflab.resources import check_memory
 
 SPLITS: tuple[str, ...] = ("train", "test", "all")
 TEST_FRACTION = 0.1
@@ -142,6 +143,8 @@ def convert_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
 
 def adapt_images(dataset: ArrayDataset, image_size: int | None, channels: int | None) -> ArrayDataset:
     """Convert an image data set to ``channels`` and resize to image_size x image_size (None: keep)."""
+    n, c, h, w = dataset.data.shape
+    check_images_fit(n, channels or c, image_size or h, image_size or w)
     data = dataset.data.float()
     if channels is not None:
         data = convert_channels(data, channels)
@@ -153,9 +156,15 @@ def adapt_images(dataset: ArrayDataset, image_size: int | None, channels: int | 
 def check_image_options(image_size: int | None, channels: int | None) -> None:
     """Raise DifflabError unless image_size is None or >= 4 and channels is None, 1 or 3."""
     if image_size is not None and not is_int_at_least(image_size, MIN_IMAGE_SIZE):
-        raise DifflabError(f"image_size must be an integer >= {MIN_IMAGE_SIZE}, got {image_size!r}")
+        raise DifflabError(f"--image-size (image_size) must be a whole number >= {MIN_IMAGE_SIZE}, got {image_size!r}")
     if channels is not None and channels not in CHANNEL_CHOICES:
-        raise DifflabError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
+        raise DifflabError(f"--channels (channels) must be 1 (grayscale) or 3 (RGB), got {channels!r}")
+
+
+def check_images_fit(n: int, channels: int, height: int, width: int) -> None:
+    """Raise DifflabError if n images of that size, held in memory as float32, would not fit the machine."""
+    check_memory(4.0 * n * channels * height * width, f"{n} images of {channels} x {height} x {width} in memory",
+                 "use a smaller --image-size")
 
 
 def is_int_at_least(value: object, minimum: int) -> bool:

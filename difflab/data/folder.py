@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from difflab.data.dataset import ArrayDataset, fit_square, pixels_to_unit, split_indices
+from difflab.data.dataset import ArrayDataset, check_images_fit, fit_square, pixels_to_unit, split_indices
 from difflab.errors import DifflabError, one_line
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp")
@@ -31,10 +31,12 @@ def load_folder(root: str | Path, *, split: str = "train", image_size: int | Non
     if not root.is_dir():
         raise DifflabError(f"image folder {root} does not exist or is not a directory; check the path")
     size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
-    mode = PIL_MODES[DEFAULT_CHANNELS if channels is None else channels]
+    n_channels = DEFAULT_CHANNELS if channels is None else channels
+    mode = PIL_MODES[n_channels]
     files = find_images(root)
     labels, class_names = folder_labels(root, files)
     index = split_indices(len(files), split, str(root))
+    check_images_fit(len(index), n_channels, size, size)
     data = torch.stack([read_image(files[i], size, mode) for i in index.tolist()])
     return ArrayDataset(data=data, labels=None if labels is None else labels[index],
                         num_classes=None if class_names is None else len(class_names), name=str(root),

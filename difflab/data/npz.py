@@ -21,6 +21,8 @@ from difflab.errors import DifflabError, one_line
 
 DATA_KEYS: tuple[str, ...] = ("images", "x")
 LABEL_KEYS: tuple[str, ...] = ("labels", "y")
+# A class-conditional network holds one embedding row per class: labels beyond this are not class indices.
+MAX_CLASSES = 100_000
 # What np.load / NpzFile raise for a damaged, truncated or pickled archive.
 READ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error)
 
@@ -41,6 +43,9 @@ def read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """(data array, labels array or None) read from the archive at ``path``."""
     if not path.is_file():
         raise DifflabError(f"{path}: no such .npz file; check the path")
+    if not zipfile.is_zipfile(path):
+        raise DifflabError(f"{path}: not an .npz archive (numpy.savez writes a zip archive; this file is not one); "
+                           "save the arrays with numpy.savez")
     try:
         # Our own file handle: np.load(path) leaks its handle when the zip directory is unreadable.
         with open(path, "rb") as file:
@@ -114,6 +119,9 @@ def labels_tensor(path: Path, labels: np.ndarray, n: int) -> torch.Tensor:
     if labels.shape != (n,) or not integral or (n > 0 and labels.min() < 0):
         raise DifflabError(f"{path}: labels must be ({n},) non-negative integers, got {labels.dtype} of shape "
                            f"{labels.shape}; fix the 'labels'/'y' array or leave it out")
+    if n > 0 and labels.max() >= MAX_CLASSES:
+        raise DifflabError(f"{path}: labels must be class indices below {MAX_CLASSES}, got {labels.max():.0f}; "
+                           "number the classes 0, 1, ..., K-1")
     return torch.from_numpy(np.array(labels, dtype=np.int64))
 
 

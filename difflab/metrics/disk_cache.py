@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from difflab.errors import one_line
-from difflab.io import write_folder
+from difflab.io import tensor_bytes, write_folder
 
 CACHE_ENV = "DIFFLAB_CACHE"
 TENSORS = "tensors.safetensors"
@@ -62,7 +62,8 @@ def write_entry(folder: Path, tensors: dict[str, Tensor], meta: dict[str, Any]) 
     """
     folder = Path(folder)
     try:
-        write_folder(folder, {TENSORS: tensors}, {META: json.dumps(meta, indent=1, sort_keys=True)})
+        write_folder(folder, {TENSORS: tensor_bytes(tensors),
+                              META: json.dumps(meta, indent=1, sort_keys=True).encode()})
     except OSError as e:
         if read_entry(folder) is not None:   # another process wrote a whole entry meanwhile
             return True

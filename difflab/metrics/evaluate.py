@@ -41,12 +41,13 @@ class MetricOptions:
     seed: int = 0                 # for the bootstrap and the KID subsets
 
     def validate(self) -> None:
-        checks = [("fid_resamples", self.fid_resamples >= 2), ("fid_level", 0 < self.fid_level < 1),
-                  ("kid_subsets", self.kid_subsets >= 1), ("kid_subset_size", self.kid_subset_size >= 2),
-                  ("is_splits", self.is_splits >= 1), ("pr_k", self.pr_k >= 1)]
-        for name, ok in checks:
+        checks = [("fid_resamples", self.fid_resamples >= 2, ">= 2"), ("fid_level", 0 < self.fid_level < 1, "in (0, 1)"),
+                  ("kid_subsets", self.kid_subsets >= 1, ">= 1"), ("kid_subset_size", self.kid_subset_size >= 2, ">= 2"),
+                  ("is_splits", self.is_splits >= 1, ">= 1"), ("pr_k", self.pr_k >= 1, ">= 1")]
+        for name, ok, rule in checks:
             if not ok:
-                raise DifflabError(f"metric option {name} is out of range: {getattr(self, name)}")
+                raise DifflabError(f"--{name.replace('_', '-')} is out of range: it must be {rule}, "
+                                   f"got {getattr(self, name)}")
 
 
 def build_extractor(kind: str, dataset: str | None = None, *, inception_weights: Path | str | None = None,

@@ -18,6 +18,7 @@ Weights are never downloaded: they are read from a file the user names, else fro
 from __future__ import annotations
 
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Literal
 
@@ -28,8 +29,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from difflab.data.dataset import convert_channels
-from difflab.errors import one_line
-from difflab.errors import DifflabError
+from difflab.errors import DifflabError, one_line
 from difflab.metrics.features import DEFAULT_BATCH_SIZE, FeatureExtractor
 
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
@@ -225,8 +225,21 @@ def default_weights_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILE
 
 
+def is_torch_save_file(path: Path) -> bool:
+    """Whether a file looks like torch.save output: a zip archive (PyTorch >= 1.6) or a pickle (protocol >= 2)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        return True                       # let the loader report the read error
+    return zipfile.is_zipfile(path) or (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
 def read_state_dict(path: Path) -> dict[str, Tensor]:
     """A flat {name: tensor} dict from .safetensors or a torch.save'd state dict; never runs pickled code."""
+    if path.suffix != ".safetensors" and not is_torch_save_file(path):
+        raise DifflabError(f"{path}: cannot read Inception weights: not a file written by torch.save (neither a zip "
+                           f"archive nor a pickle; a text or HTML page?); use {WEIGHTS_FILE} from {WEIGHTS_URL}")
     try:
         if path.suffix == ".safetensors":
             state = load_file(str(path))

@@ -7,13 +7,14 @@ outside this package needs to know which backbone a run uses.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from torch import nn
 
 from difflab.dataspec import DataSpec
 from difflab.errors import DifflabError
+from difflab.io import typed_fields
 from difflab.networks.base import Network
 from difflab.networks.mlp import MLP, MLP_PRESETS, MLPConfig
 from difflab.networks.unet import UNET_PRESETS, UNet, UNetConfig
@@ -68,17 +69,14 @@ def network_config(preset: str, spec: DataSpec, num_classes: int | None = None, 
 
 
 def build_network(config: dict) -> nn.Module:
-    """Build a network from the dict :func:`network_config` made (read from JSON: lists become tuples)."""
+    """Build a network from the dict :func:`network_config` made (read from JSON: lists become tuples). Every
+    field of the backbone's config must be there, of its type: a missing one is an error, never a default."""
     config = dict(config)
     kind = config.pop("kind", None)
     if kind not in BACKBONES:
         raise DifflabError(f"unknown network kind {kind!r} in model config; expected one of {', '.join(BACKBONES)}")
     backbone = BACKBONES[kind]
-    names = {f.name for f in fields(backbone.config)}
-    unknown = set(config) - names
-    if unknown:
-        raise DifflabError(f"unknown {kind} config keys {sorted(unknown)}; is the checkpoint from a newer difflab?")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+    values = typed_fields(backbone.config, config, f"the {kind} config")
     try:
         return backbone.network(backbone.config(**values))
     except (TypeError, ValueError) as e:

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from difflab.config import RunConfig
 from difflab.errors import DifflabError
@@ -21,6 +22,7 @@ from difflab.pipelines.run import data_conditions, load_run_data, run_codec
 from difflab.pipelines.sample import make_denoiser, sample_run
 from difflab.process import GaussianProcess
 from difflab.rng import PerSampleNoise
+from difflab.samplers.base import CountingDenoiser
 
 BPD_ESTIMATES = ("elbo", "ode")
 
@@ -92,10 +94,11 @@ def evaluate(network: nn.Module, process: GaussianProcess, cfg: RunConfig, *, sa
 
 def heldout_bpd(network: nn.Module, process: GaussianProcess, cfg: RunConfig, estimates: tuple[str, ...], n: int,
                 seed: int = 0, device: torch.device | str = "cpu", batch_size: int = 100,
-                options: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+                options: dict[str, dict[str, Any]] | None = None, progress: bool = False) -> dict[str, dict[str, Any]]:
     """Bits/dim of the first n test images by each estimate ("elbo": DDPM variational bound, ddpm runs only;
     "ode": exact NLL through the probability-flow ODE). ``options[estimate]`` goes to elbo_bpd / ode_bpd.
-    Example i draws its noise from its own generator (rng.derived_seed(seed, i)), in batches of ``batch_size``."""
+    Example i draws its noise from its own generator (rng.derived_seed(seed, i)), in batches of ``batch_size``.
+    ``progress``: a bar on stderr counting the network evaluations, with their rate."""
     from difflab.likelihood import LikelihoodResult, elbo_bpd, ode_bpd
 
     unknown = set(estimates) - set(BPD_ESTIMATES)
@@ -112,11 +115,14 @@ def heldout_bpd(network: nn.Module, process: GaussianProcess, cfg: RunConfig, es
     out: dict[str, dict[str, Any]] = {}
     for name in estimates:
         parts = []
-        for start in range(0, len(x0), batch_size):
-            xb = x0[start:start + batch_size].to(device)
-            cond = conditions[start:start + len(xb)].to(device) if conditions is not None else None
-            noise = PerSampleNoise.for_items(seed, start, start + len(xb), device)
-            with torch.no_grad():
-                parts.append(estimate[name](denoiser, xb, cond=cond, noise=noise, **(options or {}).get(name, {})))
+        with tqdm(disable=not progress, unit="eval", desc=f"bits/dim ({name}) of {len(x0)} images",
+                  dynamic_ncols=True) as bar:
+            counted = CountingDenoiser(denoiser, on_call=bar.update)
+            for start in range(0, len(x0), batch_size):
+                xb = x0[start:start + batch_size].to(device)
+                cond = conditions[start:start + len(xb)].to(device) if conditions is not None else None
+                noise = PerSampleNoise.for_items(seed, start, start + len(xb), device)
+                with torch.no_grad():
+                    parts.append(estimate[name](counted, xb, cond=cond, noise=noise, **(options or {}).get(name, {})))
         out[name] = LikelihoodResult.cat(parts).summary()
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,15 +10,18 @@ from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from difflab.condition import Condition
 from difflab.config import RunConfig
 from difflab.dataspec import DataSpec
 from difflab.denoisers import ClippedDenoiser, Denoiser, NetworkDenoiser
+from difflab.errors import DifflabError
 from difflab.pipelines.run import default_condition, run_codec
 from difflab.process import GaussianProcess
+from difflab.resources import check_memory
 from difflab.rng import PerSampleNoise
-from difflab.samplers import check_options, get_sampler, time_grid
+from difflab.samplers import StepInfo, check_options, get_sampler, sampler_options, time_grid
 from difflab.samplers.base import Callback
 from difflab.viz import plot_points, save_grid
 
@@ -43,28 +47,55 @@ class Generated:
 def generate(denoiser: Denoiser, shape: tuple[int, ...], sampler: str, steps: int, n: int, seed: int, *,
              batch_size: int = 256, spacing: str = "uniform", t_min: float | None = None,
              options: dict[str, Any] | None = None, cond: Condition | None = None,
-             device: torch.device | str = "cpu",
-             callback: Callable[[int], Callback | None] | None = None) -> Generated:
+             device: torch.device | str = "cpu", callback: Callable[[int], Callback | None] | None = None,
+             progress: bool = False) -> Generated:
     """n samples of ``shape``; sample i draws all its noise from its own generator (rng.derived_seed(seed, i)),
     so it is the same whatever the batch size (dopri5 aside: its step control sees the whole batch). The grid
     runs from the process's t_max to ``t_min`` (default: the process's), then 0. ``cond`` holds the n samples'
-    conditions. ``callback(batch_start)`` may return a per-step callback."""
+    conditions. ``callback(batch_start)`` may return a per-step callback; ``progress`` shows a bar of the
+    steps (of the evaluations, for an adaptive solver) on stderr. Samples that are not finite are an error."""
     fn = get_sampler(sampler)
     check_options(sampler, options or {})
+    check_memory(4.0 * n * math.prod(shape), f"{n} samples of shape {tuple(shape)}",
+                 "draw fewer with --n, several times with different --seed")
     process = denoiser.process
     ts = time_grid(process, steps, spacing, t_min)
     device = torch.device(device)
+    adaptive = "rtol" in sampler_options(sampler)         # an adaptive solver reports evaluations, not grid steps
+    total = None if adaptive else math.ceil(n / batch_size) * (len(ts) - 1)
+    bars: list[tqdm] = []                                 # opened at the first step, after the sampler's checks
+
+    def step_callback(start: int) -> Callback:
+        inner = callback(start) if callback else None
+
+        def on_step(info: StepInfo) -> None:
+            if not bars:
+                bars.append(tqdm(total=total, disable=not progress, dynamic_ncols=True,
+                                 unit="eval" if adaptive else "step", desc=f"sampling {n} with {sampler}"))
+            bars[0].update(1)
+            if inner is not None:
+                inner(info)
+        return on_step
+
     out, nfe, t0 = [], 0, time.perf_counter()
-    for start in range(0, n, batch_size):
-        stop = min(n, start + batch_size)
-        noise = PerSampleNoise.for_items(seed, start, stop, device)
-        x = noise.randn(shape) * process.prior_std()
-        batch_cond = cond[start:stop].to(device) if cond is not None else None
-        res = fn(denoiser, x, ts, noise=noise, cond=batch_cond, callback=callback(start) if callback else None,
-                 **(options or {}))
-        out.append(res.x.cpu())
-        nfe = max(nfe, res.nfe)                  # dopri5's NFE may differ between batches
-    return Generated(torch.cat(out), nfe, time.perf_counter() - t0)
+    try:
+        for start in range(0, n, batch_size):
+            stop = min(n, start + batch_size)
+            noise = PerSampleNoise.for_items(seed, start, stop, device)
+            x = noise.randn(shape) * process.prior_std()
+            batch_cond = cond[start:stop].to(device) if cond is not None else None
+            res = fn(denoiser, x, ts, noise=noise, cond=batch_cond, callback=step_callback(start), **(options or {}))
+            out.append(res.x.cpu())
+            nfe = max(nfe, res.nfe)                  # dopri5's NFE may differ between batches
+    finally:
+        for bar in bars:
+            bar.close()
+    x = torch.cat(out)
+    bad = int((~torch.isfinite(x.flatten(1)).all(1)).sum())
+    if bad:
+        raise DifflabError(f"{bad} of {n} samples hold NaN or infinite values ({sampler}, {steps} steps): the model or "
+                           "the sampler diverges; try more --steps or another --sampler, or check the weights")
+    return Generated(x, nfe, time.perf_counter() - t0)
 
 
 def sample_run(network: nn.Module, process: GaussianProcess, cfg: RunConfig, sampler: str, steps: int, n: int,

@@ -15,13 +15,14 @@ from tqdm.auto import tqdm
 from difflab.condition import Condition
 from difflab.config import RunConfig
 from difflab.errors import DifflabError
+from difflab.io import check_output_folder, output_error
 from difflab.networks import build_network
 from difflab.objectives import diffusion_loss
 from difflab.pipelines.run import data_conditions, load_run_data, run_codec
 from difflab.pipelines.sample import sample_run, save_samples
 from difflab.process import GaussianProcess, build_process
 from difflab.training import Hook, Trainer, read_log, resolve_device
-from difflab.training.checkpoint import CHECKPOINTS, resolve_checkpoint
+from difflab.training.checkpoint import CHECKPOINTS, clean_checkpoints, latest_checkpoint
 from difflab.training.trainer import LOG, truncate_log
 from difflab.viz import plot_loss_curve
 
@@ -45,21 +46,27 @@ def make_loss(process: GaussianProcess, cfg: RunConfig):
 
 
 def eval_hook(cfg: RunConfig, process: GaussianProcess, run_dir: Path) -> Callable[[int, nn.Module], None]:
-    """A hook that measures the EMA model's samples (drawn like the preview grids) and appends to eval.jsonl.
-    The feature extractor is built once, here, so each evaluation costs the sampling and one feature pass."""
+    """A hook that measures the EMA model's samples (drawn like the preview grids) and appends to eval.jsonl
+    (replacing a line of the same step, so a hook run again after a kill leaves one line per step). The
+    feature extractor is built once, here, so each evaluation costs the sampling and one feature pass."""
     from difflab.metrics import MetricOptions
     from difflab.pipelines.evaluate import evaluate, run_extractor
 
     e, p = cfg.evaluation, cfg.preview
     device = resolve_device(cfg.trainer.device)
     extractor = run_extractor(cfg, e.features, e.inception_weights, device=device)
+    path = run_dir / EVAL_LOG
 
     def hook(step: int, ema_model: nn.Module) -> None:
         result = evaluate(ema_model, process, cfg, sampler=p.sampler, steps=p.steps, n=e.n, seed=p.seed,
                           extractor=extractor, metric_options=MetricOptions(fid_resamples=e.fid_resamples),
                           device=device, step=step)
-        with open(run_dir / EVAL_LOG, "a") as f:
-            f.write(json.dumps(result.to_dict()) + "\n")
+        try:
+            truncate_log(path, step - 1)
+            with open(path, "a") as f:
+                f.write(json.dumps(result.to_dict()) + "\n")
+        except OSError as err:
+            raise output_error(path, err) from None
         tqdm.write(f"step {step}: FID {result.report.fid:.4f}, KID {result.report.kid_mean:.5f}, "
                    f"IS {result.report.is_mean:.3f}, precision {result.report.precision:.3f}, "
                    f"recall {result.report.recall:.3f}")
@@ -67,8 +74,15 @@ def eval_hook(cfg: RunConfig, process: GaussianProcess, run_dir: Path) -> Callab
 
 
 def train(cfg: RunConfig, run_dir: Path | str, resume: bool = False, progress: bool = True) -> TrainResult:
-    """Train (or, with resume, continue) the run in ``run_dir``; returns its timing and final loss."""
+    """Train (or, with resume, continue) the run in ``run_dir``; returns its timing and final loss.
+
+    Everything is checked before anything is written: the data, the resolved config, the device, the
+    checkpoint to resume and the output folder, so a mistake leaves the run folder as it was. Resuming a run
+    that has no complete checkpoint (killed before its first) starts it again from step 0; a fresh run may
+    go into such a folder too. A resumed run already at its last step redoes its end-of-run work (samples,
+    plots, evaluation) in case a kill cut it short."""
     run_dir = Path(run_dir)
+    check_output_folder(run_dir, "--resume" if resume else "--out")
     data = load_run_data(cfg)
     conditions = data_conditions(cfg, data)
     cfg = cfg.resolved(data.spec, data.num_classes if conditions is not None else None)
@@ -76,9 +90,12 @@ def train(cfg: RunConfig, run_dir: Path | str, resume: bool = False, progress: b
     if data.spec != codec.data_spec:
         raise DifflabError(f"the data ({data.spec.kind} {data.spec.shape}) do not fit the run's config "
                            f"({codec.data_spec.kind} {codec.data_spec.shape}); was the data set changed?")
-    if not resume and (run_dir / CHECKPOINTS).exists():
+    if cfg.trainer.batch_size > len(data):
+        raise DifflabError(f"--batch-size {cfg.trainer.batch_size} is more than the {len(data)} training examples; "
+                           f"use at most {len(data)}")
+    found = latest_checkpoint(run_dir)
+    if not resume and found is not None:
         raise DifflabError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --out")
-    cfg.save(run_dir)                  # on resume: the new --steps, logging and evaluation options
     process = build_process(cfg.process)
     torch.manual_seed(cfg.trainer.seed)     # the initial weights depend on --seed alone
     network = build_network(cfg.network)
@@ -95,9 +112,19 @@ def train(cfg: RunConfig, run_dir: Path | str, resume: bool = False, progress: b
         hooks.append(Hook(cfg.evaluation.every, eval_hook(cfg, process, run_dir), at_end=True))
     trainer = Trainer(network, make_loss(process, cfg), codec.encode(data.data), conditions, cfg.trainer, run_dir,
                       hooks=hooks)
-    if resume:
-        trainer.load(resolve_checkpoint(run_dir))
-        truncate_log(run_dir / EVAL_LOG, trainer.step)
+    if found is not None:
+        trainer.load(found)
+        if cfg.trainer.steps < trainer.step:
+            raise DifflabError(f"--steps {cfg.trainer.steps} is below step {trainer.step}, where {run_dir} stands; "
+                               f"give --steps {trainer.step} or more")
+    # Nothing has been written so far; from here on the run folder changes.
+    try:
+        cfg.save(run_dir)              # on resume: the new --steps, logging and evaluation options
+        clean_checkpoints(run_dir / CHECKPOINTS, cfg.trainer.keep_checkpoints)
+        for log in (LOG, EVAL_LOG):     # a fresh start forgets the lines of a run that left no checkpoint
+            truncate_log(run_dir / log, trainer.step)
+    except OSError as e:
+        raise output_error(e.filename or run_dir, e) from None
     t0 = time.perf_counter()
     start = trainer.step
     trainer.run(progress=progress)

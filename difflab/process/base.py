@@ -163,6 +163,12 @@ class GaussianProcess(ABC):
         return expand_to(coef_xt, x_t) * x_t + expand_to(coef_x0, x_t) * x0, var
 
 
+def check_t_min(t_min: float, t_max: float = 1.0) -> None:
+    """Raise DifflabError unless 0 < t_min < t_max: the smallest time must lie inside the path."""
+    if not 0 < t_min < t_max:
+        raise DifflabError(f"--t-min must lie in (0, {t_max}), got {t_min}")
+
+
 def transition_variance(a_t: Tensor, s_t: Tensor, a_s: Tensor, s_s: Tensor) -> Tensor:
     """sigma_{t|s}^2 = sigma_t^2 - (alpha_t/alpha_s)^2 sigma_s^2, the variance of q(x_t | x_s), clamped >= 0."""
     return (s_t**2 - (a_t / a_s) ** 2 * s_s**2).clamp_min(0.0)

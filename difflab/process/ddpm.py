@@ -32,6 +32,11 @@ class DDPMProcess(GaussianProcess):
     def __init__(self, schedule: str = "linear", T: int = 1000, beta_start: float = 1e-4,
                  beta_end: float = 0.02, cosine_s: float = 0.008, max_beta: float = 0.999) -> None:
         self.schedule, self.T = schedule, T
+        if schedule == "linear" and not (0 < beta_start <= beta_end and 1000.0 / max(T, 1) * beta_end < 1):
+            raise DifflabError(f"the linear schedule needs 0 < --beta-start <= --beta-end and beta_end * 1000 / T < 1, "
+                               f"got {beta_start}, {beta_end} with T = {T}")
+        if not (cosine_s >= 0 and 0 < max_beta < 1):
+            raise DifflabError(f"--cosine-s must be >= 0 and --max-beta in (0, 1), got {cosine_s}, {max_beta}")
         self._args = dict(beta_start=beta_start, beta_end=beta_end, cosine_s=cosine_s, max_beta=max_beta)
         self.betas = make_betas(schedule, T, **self._args)  # (T,) beta_1..beta_T
         self.alphas = 1.0 - self.betas

@@ -27,7 +27,7 @@ class FlowProcess(GaussianProcess):
 
     def __init__(self, t_min: float = 1e-3, t_max: float = 1.0) -> None:
         if not 0 < t_min < t_max <= 1:
-            raise DifflabError(f"flow path needs 0 < t_min < t_max <= 1, got {t_min}, {t_max}")
+            raise DifflabError(f"the flow path needs 0 < t_min < t_max <= 1 (--t-min, --t-max), got {t_min}, {t_max}")
         self.t_min, self.t_max = t_min, t_max
 
     def config(self) -> dict:

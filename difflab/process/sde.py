@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from difflab.errors import DifflabError
-from difflab.process.base import GaussianProcess, PathCoefficients, as_time
+from difflab.process.base import GaussianProcess, PathCoefficients, as_time, check_t_min
 
 
 class VPProcess(GaussianProcess):
@@ -27,6 +27,7 @@ class VPProcess(GaussianProcess):
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-3) -> None:
         if not 0 <= beta_min < beta_max:
             raise DifflabError(f"VP-SDE needs 0 <= beta_min < beta_max, got {beta_min}, {beta_max}")
+        check_t_min(t_min)
         self.beta_min, self.beta_max, self.t_min = beta_min, beta_max, t_min
 
     def config(self) -> dict:
@@ -58,6 +59,7 @@ class VEProcess(GaussianProcess):
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, t_min: float = 1e-5) -> None:
         if not 0 < sigma_min < sigma_max:
             raise DifflabError(f"VE-SDE needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+        check_t_min(t_min)
         self.sigma_min, self.sigma_max, self.t_min = sigma_min, sigma_max, t_min
         self._log_ratio = math.log(sigma_max / sigma_min)
 

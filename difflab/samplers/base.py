@@ -42,13 +42,15 @@ class SampleResult:
 
 
 class CountingDenoiser:
-    """Wraps a denoiser and counts its evaluations (NFE)."""
+    """Wraps a denoiser and counts its evaluations (NFE); ``on_call`` (e.g. a progress bar's update) runs at each."""
 
-    def __init__(self, inner: Denoiser) -> None:
-        self.inner, self.process, self.nfe = inner, inner.process, 0
+    def __init__(self, inner: Denoiser, on_call: Callable[[], object] | None = None) -> None:
+        self.inner, self.process, self.nfe, self.on_call = inner, inner.process, 0, on_call
 
     def __call__(self, x: Tensor, t: Tensor, cond: Condition | None = None) -> Prediction:
         self.nfe += 1
+        if self.on_call is not None:
+            self.on_call()
         return self.inner(x, t, cond)
 
 

@@ -3,16 +3,21 @@
     RUN/checkpoints/step_0000500/model.safetensors     raw weights
                                  ema.safetensors       EMA weights
                                  trainer.safetensors   optimizer moments and RNG states
-                                 trainer.json          step, optimizer hyper-parameters, data position
+                                 trainer.json          step, optimizer hyper-parameters, data position, and
+                                                       the SHA-256 of each .safetensors file
     RUN/checkpoints/latest                             the name of the newest complete checkpoint
 
 A checkpoint folder is filled under a temporary name and renamed into place (atomic), then ``latest``
-is replaced atomically; only then are older checkpoints pruned. Nothing is pickled: loading never runs code.
+is replaced atomically; only then are older checkpoints pruned. A kill between those steps leaves a
+complete step folder that ``latest`` does not name yet, or stray temporary files: :func:`resolve_checkpoint`
+finds the newest complete folder whatever ``latest`` says, and :func:`clean_checkpoints` removes the
+leftovers. Loading checks each file against its recorded SHA-256. Nothing is pickled: loading never runs code.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,58 +26,131 @@ import torch
 from torch import Tensor
 
 from difflab.errors import DifflabError
-from difflab.io import atomic_write_text, read_tensors, write_folder
+from difflab.io import atomic_write_text, read_json, read_tensors, sha256, tensor_bytes, write_folder
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
+META = "trainer.json"
+WEIGHT_FILES = ("model.safetensors", "ema.safetensors", "trainer.safetensors")
+STEP_FOLDER = re.compile(r"step_(\d+)$")
 
 
 def write_checkpoint(run_dir: Path, step: int, tensors: dict[str, dict[str, Tensor]], meta: dict[str, Any],
                      keep: int = 2) -> Path:
-    """Write tensors[name] to NAME.safetensors and meta to trainer.json in a new step folder; point latest at it."""
+    """Write tensors[name] to NAME.safetensors and meta (with the files' SHA-256) to trainer.json in a new step
+    folder; point latest at it; prune all but the newest ``keep`` checkpoints."""
     root = Path(run_dir) / CHECKPOINTS
     name = f"step_{step:07d}"
-    final = write_folder(root / name, {f"{k}.safetensors": v for k, v in tensors.items()},
-                         {"trainer.json": json.dumps(meta, indent=1)}, metadata={"step": str(step), "format": "difflab"})
+    blobs = {f"{k}.safetensors": tensor_bytes(v, {"step": str(step), "format": "difflab"}) for k, v in tensors.items()}
+    meta = {**meta, "sha256": {file: sha256(data) for file, data in blobs.items()}}
+    final = write_folder(root / name, {**blobs, META: json.dumps(meta, indent=1).encode()})
     atomic_write_text(root / LATEST, name + "\n")
-    prune_checkpoints(root, keep)
+    clean_checkpoints(root, keep)
     return final
 
 
-def prune_checkpoints(root: Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` step folders, and leftovers of interrupted writes."""
-    for d in root.glob(".tmp_step_*"):
+def step_folders(root: Path) -> list[Path]:
+    """The step_N folders under ``root`` (a run's checkpoints folder), oldest first."""
+    found = [d for d in root.glob("step_*") if d.is_dir() and STEP_FOLDER.match(d.name)]
+    return sorted(found, key=lambda d: int(STEP_FOLDER.match(d.name).group(1)))
+
+
+def is_complete(folder: Path) -> bool:
+    """Whether a step folder holds every file a checkpoint has and a readable trainer.json."""
+    if not all((folder / f).is_file() for f in (*WEIGHT_FILES, META)):
+        return False
+    try:
+        return isinstance(json.loads((folder / META).read_text()).get("step"), int)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def clean_checkpoints(root: Path, keep: int) -> None:
+    """Remove what interrupted writes leave (temporary folders and files, step folders that are not complete
+    and are older than the newest complete one) and all but the newest ``keep`` complete checkpoints."""
+    if not root.is_dir():
+        return
+    for leftover in root.glob(".tmp_*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in root.glob(f".{LATEST}.*"):
+        leftover.unlink(missing_ok=True)
+    folders = step_folders(root)
+    complete = [d for d in folders if is_complete(d)]
+    if not complete:
+        return
+    newest = complete[-1]
+    for d in folders:
+        if d == newest:
+            continue
+        if not is_complete(d) and folders.index(d) < folders.index(newest):
+            shutil.rmtree(d, ignore_errors=True)            # half-written or half-pruned
+    for d in complete[:-keep] if keep > 0 else []:
         shutil.rmtree(d, ignore_errors=True)
-    steps = sorted(d for d in root.glob("step_*") if d.is_dir())
-    for d in steps[:-keep] if keep > 0 else []:
-        shutil.rmtree(d, ignore_errors=True)
+
+
+def checkpoints_root(path: Path) -> Path:
+    """RUN/checkpoints for a run folder, or the path itself when it is a checkpoints folder."""
+    return path if path.name == CHECKPOINTS else path / CHECKPOINTS
+
+
+def latest_checkpoint(path: Path | str) -> Path | None:
+    """The newest complete checkpoint of a run folder (or of its checkpoints folder): the one ``latest`` names
+    if it is complete, else the newest complete step folder; None if there is none."""
+    root = checkpoints_root(Path(path))
+    pointer = root / LATEST
+    if pointer.is_file():
+        named = root / pointer.read_text().strip()
+        if named.parent == root and is_complete(named):
+            return named
+    complete = [d for d in step_folders(root) if is_complete(d)] if root.is_dir() else []
+    return complete[-1] if complete else None
 
 
 def resolve_checkpoint(path: Path | str) -> Path:
-    """A checkpoint folder from a run folder (its latest checkpoint) or a step folder itself."""
+    """A checkpoint folder from a run folder or its checkpoints folder (the newest complete checkpoint), or a
+    step folder itself."""
     path = Path(path)
     if not path.exists():
         raise DifflabError(f"checkpoint path {path} does not exist; pass a run folder made by `difflab train --out`")
     if (path / "model.safetensors").exists():
         return path
-    pointer = path / CHECKPOINTS / LATEST
-    if not pointer.exists():
-        raise DifflabError(f"{path} holds no checkpoint ({pointer} is missing); was the run stopped before its first checkpoint?")
-    step_dir = path / CHECKPOINTS / pointer.read_text().strip()
-    if not (step_dir / "model.safetensors").exists():
-        raise DifflabError(f"{pointer} names {step_dir.name}, which is missing or incomplete; delete {pointer} to fall back")
-    return step_dir
+    found = latest_checkpoint(path)
+    if found is None:
+        run = path.parent if path.name == CHECKPOINTS else path
+        raise DifflabError(f"{run} holds no complete checkpoint; if it is a run stopped before its first "
+                           f"checkpoint, `difflab train --resume {run}` starts it again from step 0")
+    return found
+
+
+def checkpoint_sha256(folder: Path, file: str) -> str | None:
+    """The SHA-256 recorded for ``file`` in a step folder's trainer.json (None in checkpoints of difflab 0.1)."""
+    meta = folder / META
+    if not meta.is_file():
+        return None
+    recorded = read_json(meta).get("sha256")
+    return recorded.get(file) if isinstance(recorded, dict) else None
+
+
+def read_checkpoint_tensors(path: Path) -> dict[str, Tensor]:
+    """A checkpoint's .safetensors file, checked against the SHA-256 its trainer.json recorded."""
+    path = Path(path)
+    return read_tensors(path, checkpoint_sha256(path.parent, path.name))
 
 
 def load_weights(module: torch.nn.Module, path: Path) -> None:
-    """Load a state dict from safetensors into a module; mismatched keys or shapes are a DifflabError."""
-    state = read_tensors(path)
+    """Load a state dict from a checkpoint's safetensors file into a module; a damaged file, mismatched keys or
+    shapes, or weights that are not finite are a DifflabError."""
+    state = read_checkpoint_tensors(path)
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as e:
         first = str(e).splitlines()[0]
         raise DifflabError(f"weights in {path} do not fit the model in its config ({first}); "
                            f"the checkpoint and config.json come from different runs?") from None
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise DifflabError(f"weights in {path} hold NaN or infinite values ({len(bad)} tensors, e.g. {bad[0]}); "
+                           "use the other weights (--raw, or the EMA ones) or an earlier checkpoint folder")
 
 
 # --- optimizer and RNG state as tensors + JSON --------------------------------------------------

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from difflab.errors import DifflabError
-from difflab.io import atomic_write_text, read_json, read_tensors
+from difflab.io import atomic_write_text, read_json
 from difflab.training import checkpoint as ckpt
 from difflab.training.data_order import DataOrder
 from difflab.training.ema import EMA
@@ -56,14 +56,16 @@ class TrainerConfig:
     precision: str = "auto"         # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
 
     def validate(self) -> None:
-        checks = [("steps", self.steps >= 1), ("batch_size", self.batch_size >= 1), ("lr", self.lr > 0),
-                  ("warmup", self.warmup >= 0), ("weight_decay", self.weight_decay >= 0),
-                  ("grad_clip", self.grad_clip >= 0), ("ema_decay", 0 <= self.ema_decay < 1),
-                  ("log_every", self.log_every >= 1), ("checkpoint_every", self.checkpoint_every >= 1),
-                  ("sample_every", self.sample_every >= 0), ("keep_checkpoints", self.keep_checkpoints >= 1)]
-        for name, ok in checks:
+        checks = [("steps", self.steps >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
+                  ("lr", self.lr > 0, "> 0"), ("warmup", self.warmup >= 0, ">= 0"),
+                  ("weight_decay", self.weight_decay >= 0, ">= 0"), ("grad_clip", self.grad_clip >= 0, ">= 0 (0 = off)"),
+                  ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1)"), ("log_every", self.log_every >= 1, ">= 1"),
+                  ("checkpoint_every", self.checkpoint_every >= 1, ">= 1"),
+                  ("sample_every", self.sample_every >= 0, ">= 0 (0 = only at the end)"),
+                  ("keep_checkpoints", self.keep_checkpoints >= 1, ">= 1")]
+        for name, ok, rule in checks:
             if not ok:
-                raise DifflabError(f"--{name.replace('_', '-')} is out of range: {getattr(self, name)}")
+                raise DifflabError(f"--{name.replace('_', '-')} is out of range: it must be {rule}, got {getattr(self, name)}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise DifflabError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
 
@@ -120,16 +122,19 @@ class Trainer:
         rng = ckpt.rng_states(self.generator)
         meta = {"step": self.step, "ema_updates": self.ema.updates, "optimizer": opt_meta,
                 "epoch": self.order.epoch(self.step), "config": asdict(self.config)}
-        return ckpt.write_checkpoint(self.run_dir, self.step, {
-            "model": self.model.state_dict(), "ema": self.ema.model.state_dict(),
-            "trainer": {**opt_tensors, **rng}}, meta, keep=self.config.keep_checkpoints)
+        try:
+            return ckpt.write_checkpoint(self.run_dir, self.step, {
+                "model": self.model.state_dict(), "ema": self.ema.model.state_dict(),
+                "trainer": {**opt_tensors, **rng}}, meta, keep=self.config.keep_checkpoints)
+        except OSError as e:
+            raise self._write_error(self.run_dir / ckpt.CHECKPOINTS / f"step_{self.step:07d}", e) from None
 
     def load(self, path: Path) -> None:
         """Restore everything a checkpoint folder holds, so the run continues bit for bit."""
         meta = read_json(path / "trainer.json")
         ckpt.load_weights(self.model, path / "model.safetensors")
         ckpt.load_weights(self.ema.model, path / "ema.safetensors")
-        tensors = read_tensors(path / "trainer.safetensors")
+        tensors = ckpt.read_checkpoint_tensors(path / "trainer.safetensors")
         try:
             ckpt.load_optimizer_state(self.opt, tensors, meta["optimizer"])  # moves moments to the params' device
             ckpt.set_rng_states(self.generator, tensors)
@@ -137,7 +142,6 @@ class Trainer:
         except (KeyError, ValueError, RuntimeError) as e:
             raise DifflabError(f"trainer state in {path} is incomplete or corrupt ({type(e).__name__}: {e}); "
                                f"use an earlier checkpoint or retrain") from None
-        truncate_log(self.run_dir / LOG, self.step)
 
     # --- loop ----------------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
@@ -167,40 +171,63 @@ class Trainer:
         return loss_vec.detach(), key.detach(), grad_norm
 
     def _stop_nonfinite(self, what: str, value: float) -> None:
-        pointer = self.run_dir / ckpt.CHECKPOINTS / ckpt.LATEST
-        kept = pointer.read_text().strip() if pointer.exists() else "none yet"
+        found = ckpt.latest_checkpoint(self.run_dir)
+        kept = found.name if found else "none yet"
         raise DifflabError(f"{what} is {value} at step {self.step + 1}: training stopped and the last good checkpoint "
                            f"({kept}) is kept in {self.run_dir}; lower --lr or --grad-clip, then --resume {self.run_dir}")
 
     def run(self, progress: bool = True) -> None:
+        """Train until step ``config.steps``, logging, checkpointing and running the hooks when due. A run that
+        is already at its last step (resumed after a kill during its end-of-run work) only runs the hooks due
+        at the end."""
         cfg = self.config
-        log_path = self.run_dir / LOG
+        if self.step >= cfg.steps:
+            self._run_hooks()
+            return
         window: list[tuple[Tensor, Tensor]] = []
         t_window, n_window, grad_norms = 0.0, 0, []
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not progress, unit="step", dynamic_ncols=True)
-        while self.step < cfg.steps:
-            t0 = time.perf_counter()
-            loss_vec, key, grad_norm = self.train_step()
-            if self.device.type == "cuda":
-                torch.cuda.synchronize()
-            t_window += time.perf_counter() - t0
-            n_window += loss_vec.shape[0]
-            window.append((loss_vec.float().cpu(), key.float().cpu()))
-            grad_norms.append(grad_norm)
-            bar.update(1)
-            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                record = log_record(self.step, window, n_window / t_window, self.lr_at(self.step - 1),
-                                    sum(grad_norms) / len(grad_norms), self.order.epoch(self.step))
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['img_per_s']:.0f}")
-                window, t_window, n_window, grad_norms = [], 0.0, 0, []
-            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
-                self.save()
-            for hook in self.hooks:
-                if hook.due(self.step, cfg.steps):
-                    hook.fn(self.step, self.ema.model)
-        bar.close()
+        try:
+            while self.step < cfg.steps:
+                t0 = time.perf_counter()
+                loss_vec, key, grad_norm = self.train_step()
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize()
+                t_window += time.perf_counter() - t0
+                n_window += loss_vec.shape[0]
+                window.append((loss_vec.float().cpu(), key.float().cpu()))
+                grad_norms.append(grad_norm)
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    record = log_record(self.step, window, n_window / t_window, self.lr_at(self.step - 1),
+                                        sum(grad_norms) / len(grad_norms), self.order.epoch(self.step))
+                    self._append_log(record)
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['img_per_s']:.0f}")
+                    window, t_window, n_window, grad_norms = [], 0.0, 0, []
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                    self.save()
+                self._run_hooks()
+        finally:
+            bar.close()                     # before any message, so it does not land on the bar's line
+
+    def _run_hooks(self) -> None:
+        for hook in self.hooks:
+            if hook.due(self.step, self.config.steps):
+                hook.fn(self.step, self.ema.model)
+
+    def _append_log(self, record: dict) -> None:
+        path = self.run_dir / LOG
+        try:
+            with open(path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            raise self._write_error(path, e) from None
+
+    def _write_error(self, path: Path, error: OSError) -> DifflabError:
+        kept = ckpt.latest_checkpoint(self.run_dir)
+        return DifflabError(f"cannot write {path} at step {self.step}: {error.strerror or type(error).__name__}; "
+                            f"the last complete checkpoint ({kept.name if kept else 'none yet'}) is kept; free space "
+                            f"or raise the limit, then `difflab train --resume {self.run_dir}`")
 
 
 def log_record(step: int, window: list[tuple[Tensor, Tensor]], img_per_s: float, lr: float, grad_norm: float,
@@ -224,14 +251,16 @@ def truncate_log(path: Path, step: int) -> None:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if record.get("step", math.inf) <= step:
+        if isinstance(record, dict) and record.get("step", math.inf) <= step:
             keep.append(line)
     atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
 def read_log(path: Path) -> list[dict]:
-    """The records of a JSONL log, skipping a half-written last line."""
+    """The records of a JSONL log, skipping a half-written last line; none if there is no log yet."""
     records = []
+    if not Path(path).exists():
+        return records
     for line in Path(path).read_text().splitlines():
         try:
             records.append(json.loads(line))

@@ -10,6 +10,10 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from difflab.io import output_error
+
+GRID_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")      # what Pillow writes a grid of images as
+
 
 def to_uint8(x: Tensor) -> np.ndarray:
     """(B, C, H, W) in [-1, 1] -> (B, H, W, C) uint8, rounding (x + 1) * 127.5."""
@@ -36,9 +40,12 @@ def grid_array(x: Tensor, nrow: int | None = None, pad: int = 1, scale: int | No
 
 
 def save_grid(x: Tensor, path: Path | str, nrow: int | None = None, scale: int | None = None) -> Path:
-    """Write a grid of (B, C, H, W) images in [-1, 1] as a PNG."""
+    """Write a grid of (B, C, H, W) images in [-1, 1] as an image file (format from the suffix, GRID_SUFFIXES)."""
     arr = grid_array(x, nrow, scale=scale)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(path)
+    except OSError as e:
+        raise output_error(path, e) from None
     return path

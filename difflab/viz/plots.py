@@ -14,15 +14,21 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from difflab.io import output_error
 from difflab.process import GaussianProcess
 from difflab.viz.images import to_uint8
+
+PLOT_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg")   # what matplotlib writes a figure as
 
 
 def _save(fig: Figure, path: Path | str) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        FigureCanvasAgg(fig)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+    except OSError as e:
+        raise output_error(path, e) from None
     return path
 
 

@@ -52,11 +52,19 @@ def test_config_survives_json_and_rebuilds_the_same_network():
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
 
 
-@pytest.mark.parametrize("bad,match", [({"kind": "dit"}, "network kind"), ({"kind": "unet", "wings": 2}, "wings"),
-                                       ({"kind": "mlp", "noise_input": "sigma"}, "noise_input")])
-def test_bad_network_configs_are_one_line_errors(bad, match):
+@pytest.mark.parametrize("change,match", [({"kind": "dit"}, "network kind"), ({"wings": 2}, "wings"),
+                                          ({"noise_input": "sigma"}, "noise_input"), ({"hidden": "wide"}, "hidden"),
+                                          ({"depth": None}, "depth")])
+def test_bad_network_configs_are_one_line_errors(change, match):
     with pytest.raises(DifflabError, match=match):
-        build_network(bad)
+        build_network({**network_config("mlp", POINTS[0]), **change})
+
+
+def test_a_network_config_missing_a_field_is_refused_not_filled_with_a_default():
+    cfg = network_config("tiny", IMAGES[0])
+    del cfg["noise_input"]
+    with pytest.raises(DifflabError, match="lacks noise_input"):
+        build_network(cfg)
 
 
 def test_unet_is_zero_at_initialisation():

@@ -78,4 +78,4 @@ def test_a_discrete_process_snaps_the_grid_onto_its_steps(spacing):
     torch.testing.assert_close(steps, steps.round(), rtol=0, atol=1e-9)
     assert ts[0] == 1.0 and ts[-1] == 0.0 and (ts[1:] < ts[:-1]).all()
     with pytest.raises(DifflabError, match="exceeds"):
-        time_grid(DDPMProcess(T=10), 11, spacing)
+        time_grid(DDPMProcess("cosine", T=10), 11, spacing)

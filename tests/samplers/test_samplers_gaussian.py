@@ -92,7 +92,7 @@ def test_grid_snaps_to_ddpm_steps():
 
 def test_stochastic_samplers_need_noise():
     from difflab.errors import DifflabError
-    p = DDPMProcess("linear", 10)
+    p = DDPMProcess("linear", 100)   # T = 10 rescales the linear betas past 1 (now refused)
     model = GaussianMixtureDenoiser.gaussian(p, M, S, (D,))
     with pytest.raises(DifflabError, match="stochastic"):
         sample_ddpm(model, torch.zeros(2, D, dtype=torch.float64), time_grid(p, 10))
