@@ -18,6 +18,7 @@ both write through :func:`write_folder`. Nothing is pickled.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -49,8 +50,13 @@ def default_mode(directory: bool) -> int:
 def output_error(path: Path | str, error: OSError) -> DifflabError:
     """A one-line error for an OSError while writing ``path`` (disk full, read-only, file too large, ...)."""
     reason = error.strerror or type(error).__name__
-    return DifflabError(f"cannot write {path}: {reason}; free space or choose another location (nothing "
-                        "written before is lost)")
+    if error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        hint = "free space or raise the limit"
+    elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = "choose a location you can write to"
+    else:
+        hint = "check the path"
+    return DifflabError(f"cannot write {path}: {reason}; {hint} (nothing written before is lost)")
 
 
 def check_output_folder(folder: Path | str, option: str) -> Path:
@@ -65,9 +71,11 @@ def check_output_folder(folder: Path | str, option: str) -> Path:
     if not existing.is_dir():
         raise DifflabError(f"{option} {folder}: {existing} is a file, so no folder can be made there; choose another "
                            "path")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise DifflabError(f"{option} {folder}: {existing} is not writable (read-only or not yours); choose another "
-                           "location")
+    try:                                 # a real probe: access() says yes to root on a read-only mount
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as e:
+        raise DifflabError(f"{option} {folder}: {existing} is not writable ({e.strerror}); choose another "
+                           "location") from None
     return folder
 
 

@@ -78,14 +78,12 @@ def bench_arguments(a: argparse.Namespace) -> dict[str, Any]:
     return {**values, "n": a.n, "seed": a.seed}
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench-samplers", help="error and wall time against NFE of every sampler on an exact model",
-                       description=(
-                           "Sample an analytic Gaussian mixture (a perfectly trained model) with every sampler and "
-                           "time grid at several NFE and print tables of the error (sliced W2 to exact samples, "
-                           "beside the floor between two exact draws; for the ODE solvers also the RMS error "
-                           "against a reference solve from the same noise) and the wall time. Each sampler gets "
-                           "the number of steps whose NFE is closest to the target (dopri5: the tolerance)."))
+def configure(name: str, p: argparse.ArgumentParser) -> None:
+    p.description = ("Sample an analytic Gaussian mixture (a perfectly trained model) with every sampler and time grid "
+                     "at several NFE and print tables of the error (sliced W2 to exact samples, beside the floor "
+                     "between two exact draws; for the ODE solvers also the RMS error against a reference solve from "
+                     "the same noise) and the wall time. Each sampler gets the number of steps whose NFE is closest to "
+                     "the target (dopri5: the tolerance).")
     add_bench_flags(p)
     option(p, "--json", "also write every row as JSON to this file", metavar="OUT")
     p.set_defaults(func=run)

@@ -16,13 +16,13 @@ from difflab.process import GaussianProcess
 DEFAULT_N = 1000
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="measure a trained run: FID, KID, IS, precision/recall, bits/dim", description=(
+def configure(name: str, p: argparse.ArgumentParser) -> None:
+    p.description = (
         "Draw --n samples from a run (any sampler) and compare them with the run's data set: FID with a bootstrap "
         "confidence interval, KID +- std, Inception Score, precision and recall (k = 3), on features of the built-in "
         "digit classifier or of the FID Inception-v3. Reference statistics are cached ($DIFFLAB_CACHE, default "
         "~/.cache/difflab). --bpd adds bits/dim of held-out test images: the DDPM variational bound (elbo) and the "
-        "exact likelihood through the probability-flow ODE (ode)."))
+        "exact likelihood through the probability-flow ODE (ode).")
     add_sampling_flags(p, default_n=DEFAULT_N)
     m = MetricOptions()
     option(p, "--features", f"feature extractor ({', '.join(FEATURE_KINDS)}); builtin: a classifier difflab trains "
@@ -69,6 +69,7 @@ def run(a: argparse.Namespace) -> None:
                              (".json",))
     options = MetricOptions(fid_resamples=a.fid_resamples, kid_subsets=a.kid_subsets,
                             kid_subset_size=a.kid_subset_size, is_splits=a.is_splits)
+    options.validate()
     extractor = run_extractor(cfg, a.features, a.inception_weights, device=job.kwargs["device"])
     result = evaluate(model.network, model.process, cfg, sampler=job.sampler, steps=job.steps, n=job.n,
                       extractor=extractor, split=a.split, metric_options=options, step=model.step, **job.kwargs)

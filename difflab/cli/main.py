@@ -5,18 +5,25 @@ from __future__ import annotations
 import sys
 import warnings
 
+from importlib import import_module
+
 from difflab import __version__
-from difflab.cli import bench, evaluate, plots, sample, train
+from difflab.cli.commands import COMMANDS
 from difflab.cli.common import Parser
 from difflab.errors import DifflabError, Interrupted
 
 
-def build_parser() -> Parser:
+def build_parser(argv: list[str] | None = None) -> Parser:
+    """The parser of every command, or, given the command line, of only the command it names: the others are
+    listed by name, so nothing they need (PyTorch above all) is imported to parse it."""
+    chosen = argv[0] if argv and not argv[0].startswith("-") else None
     parser = Parser(prog="difflab", description="Diffusion and flow-matching models: train, sample, measure.")
     parser.add_argument("--version", action="version", version=f"difflab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
-    for module in (train, sample, evaluate, plots, bench):
-        module.register(sub)
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(name, help=command.help)
+        if argv is None or name == chosen:
+            import_module(command.module).configure(name, p)
     return parser
 
 
@@ -26,7 +33,8 @@ def one_line_warning(message, category, filename, lineno, file=None, line=None) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     warnings.showwarning = one_line_warning
     try:
         args.func(args)

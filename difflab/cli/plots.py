@@ -12,15 +12,19 @@ from difflab.data import DATASET_NAMES, TOY_2D_NAMES
 from difflab.process import SCHEDULES
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("schedule", help="plot alpha_bar_t and the SNR of the DDPM schedules",
-                       description="Plot alpha_bar_t and log SNR(t) for the linear, cosine and linear-alpha-bar schedules.")
+def configure(name: str, p: argparse.ArgumentParser) -> None:
+    {"schedule": configure_schedule, "noise": configure_noise, "flow2d": configure_flow2d}[name](p)
+
+
+def configure_schedule(p: argparse.ArgumentParser) -> None:
+    p.description = "Plot alpha_bar_t and log SNR(t) for the linear, cosine and linear-alpha-bar schedules."
     option(p, "--plot", "output PNG", "schedules.png")
     option(p, "--T", "number of DDPM steps", 1000, type=positive_int, dest="T")
     p.set_defaults(func=run_schedule)
 
-    q = sub.add_parser("noise", help="draw the forward process on training images",
-                       description="Draw x_t = alpha_t x_0 + sigma_t eps for a few training images at times from 0 to 1.")
+
+def configure_noise(q: argparse.ArgumentParser) -> None:
+    q.description = "Draw x_t = alpha_t x_0 + sigma_t eps for a few training images at times from 0 to 1."
     option(q, "--dataset", f"built-in dataset ({', '.join(DATASET_NAMES)}), an image folder or a .npz file", "digits")
     option(q, "--schedule", f"DDPM schedule ({', '.join(SCHEDULES)})", "linear", choices=SCHEDULES, metavar="NAME")
     option(q, "--n", "number of images", 6, type=positive_int)
@@ -30,11 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     option(q, "--out", "output PNG", "noise.png")
     q.set_defaults(func=run_noise)
 
-    f = sub.add_parser("flow2d", help="draw 2-D sampling paths: ODE vs SDE, independent vs OT coupling",
-                       description="Train (or reuse) two flow-matching MLPs on a 2-D toy set, one with independent "
-                       "and one with minibatch-OT pairing of noise and data, and draw their sampling paths: the "
-                       "ODE and the SDE from the same starting points, and the ODE of each coupling. Prints the "
-                       "straightness of each set of paths (path length / distance travelled; 1 = straight).")
+
+def configure_flow2d(f: argparse.ArgumentParser) -> None:
+    f.description = ("Train (or reuse) two flow-matching MLPs on a 2-D toy set, one with independent and one with "
+                     "minibatch-OT pairing of noise and data, and draw their sampling paths: the ODE and the SDE from "
+                     "the same starting points, and the ODE of each coupling. Prints the straightness of each set of "
+                     "paths (path length / distance travelled; 1 = straight).")
     option(f, "--dataset", f"2-D toy set ({', '.join(TOY_2D_NAMES)})", "moons", choices=TOY_2D_NAMES, metavar="NAME")
     option(f, "--train-steps", "training steps of each model", 3000, type=positive_int)
     option(f, "--paths", "number of paths drawn", 48, type=positive_int)

@@ -94,11 +94,11 @@ def add_sampling_flags(p: argparse.ArgumentParser, default_n: int) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sample", help="draw samples from a trained run", description=(
+def configure(name: str, p: argparse.ArgumentParser) -> None:
+    p.description = (
         "Sample a trained run (its EMA weights unless --raw) and write a PNG grid. The same --seed gives the "
         "same images whatever --batch-size: sample i draws its noise from its own generator (dopri5 aside: its "
-        "adaptive steps are chosen for the whole batch). Any sampler works with any trained target and process."))
+        "adaptive steps are chosen for the whole batch). Any sampler works with any trained target and process.")
     add_sampling_flags(p, default_n=64)
     p.add_argument("--trajectory", action="store_true",
                    help="also write OUT_trajectory.png: x_t and the predicted x_0 at a few times from T down to 0")

@@ -20,16 +20,15 @@ from difflab.training import TrainerConfig
 from difflab.training.checkpoint import CHECKPOINTS
 
 TRAINER_FLAGS = ("steps", "batch_size", "lr", "warmup", "weight_decay", "grad_clip", "ema_decay", "seed",
-                 "log_every", "checkpoint_every", "sample_every", "device", "precision")
+                 "log_every", "checkpoint_every", "keep_checkpoints", "sample_every", "device", "precision")
 # options that may change when a run is resumed (the rest must match the run's config.json)
-RESUMABLE = ("steps", "log_every", "checkpoint_every", "sample_every", "device")
+RESUMABLE = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "sample_every", "device")
 EVAL_FLAGS = {"eval_every": "every", "eval_n": "n", "eval_features": "features", "inception_weights": "inception_weights"}
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a diffusion model", description=(
-        "Train a diffusion model and write a run folder: config.json, checkpoints/ (safetensors), log.jsonl, "
-        "loss.png and sample grids (samples.png, samples/step_*.png)."))
+def configure(name: str, p: argparse.ArgumentParser) -> None:
+    p.description = ("Train a diffusion model and write a run folder: config.json, checkpoints/ (safetensors), "
+                     "log.jsonl, loss.png and sample grids (samples.png, samples/step_*.png).")
     d, t, r = DataConfig(), TrainerConfig(), RunConfig()
     defaults = ", ".join(f"{DEFAULT_PRESETS[layout]} for {layout} data" for layout in DEFAULT_PRESETS)
     optional(p, "--dataset", f"built-in dataset ({', '.join(DATASET_NAMES)}), an image folder or a .npz file", d.dataset)
@@ -63,6 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     optional(p, "--seed", "random seed (weights, data order, noise)", t.seed, type=int)
     optional(p, "--log-every", "steps between log.jsonl lines", t.log_every, type=positive_int)
     optional(p, "--checkpoint-every", "steps between checkpoints", t.checkpoint_every, type=positive_int)
+    optional(p, "--keep-checkpoints", "newest checkpoints kept", t.keep_checkpoints, type=positive_int)
     optional(p, "--sample-every", "steps between sample grids, 0 = only at the end", t.sample_every, type=nonneg_int)
     optional(p, "--preview-sampler", "sampler for those grids", PreviewConfig().sampler, choices=tuple(SAMPLERS),
              metavar="NAME")

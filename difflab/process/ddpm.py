@@ -32,6 +32,8 @@ class DDPMProcess(GaussianProcess):
     def __init__(self, schedule: str = "linear", T: int = 1000, beta_start: float = 1e-4,
                  beta_end: float = 0.02, cosine_s: float = 0.008, max_beta: float = 0.999) -> None:
         self.schedule, self.T = schedule, T
+        if not (isinstance(T, int) and T >= 2):
+            raise DifflabError(f"--T must be at least 2, got {T}")
         if schedule == "linear" and not (0 < beta_start <= beta_end and 1000.0 / max(T, 1) * beta_end < 1):
             raise DifflabError(f"the linear schedule needs 0 < --beta-start <= --beta-end and beta_end * 1000 / T < 1, "
                                f"got {beta_start}, {beta_end} with T = {T}")
