@@ -77,6 +77,10 @@ def test_eval_json_goes_into_the_evaluated_run_named_by_its_sampling(trained_run
         assert rc == 0 and f"results -> {trained_run / name}" in capsys.readouterr().out
         assert json.loads((trained_run / name).read_text())["steps"] == 5
     assert not list(tmp_path.iterdir())
+    nested = tmp_path / "not" / "yet" / "there.json"             # folders made, at the end, not found missing then
+    assert main(["eval", "--checkpoint", str(trained_run), "--n", "20", "--steps", "5", "--fid-resamples", "2",
+                 "--kid-subsets", "2", "--quiet", "--json", str(nested)]) == 0
+    assert json.loads(nested.read_text())["n_generated"] == 20
 
 
 def test_eval_of_a_points_run_says_so_before_any_work(tmp_path, capsys):

@@ -155,3 +155,28 @@ def test_a_file_size_limit_during_a_checkpoint_is_one_line_and_the_run_resumes(t
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in err and "File too large" in lines[0] and "--resume" in lines[0], err
     assert_finished_like_the_reference(run, reference)
+
+
+def test_ctrl_c_says_what_is_kept_on_its_own_line(tmp_path):
+    cases = [("--checkpoint-every", "1000"), "interrupted before the first checkpoint"], [("--checkpoint-every", "1"),
+                                                                                          "keeps its checkpoint step_"]
+    for k, (args, expected) in enumerate(cases):
+        run = tmp_path / f"run{k}"
+        proc = difflab("train", "--out", str(run), "--steps", "2000", "--batch-size", "8", "--sample-every", "0", *args,
+                       wait=False)
+        deadline = time.time() + 60
+        while time.time() < deadline and not (run / "log.jsonl").exists():
+            time.sleep(0.1)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        last = err.rstrip().splitlines()[-1]
+        assert proc.returncode == 130 and "Traceback" not in err, err
+        assert last.startswith("interrupted") and expected in last and str(run) in last and "DIR" not in last, last
+    proc = difflab("sample", "--checkpoint", str(tmp_path / "run1"), "--n", "4000", "--steps", "200",
+                   "--out", str(tmp_path / "s.png"), wait=False)
+    time.sleep(8)                                  # start-up, then a while into the sampling
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err.rstrip().splitlines()[-1] == "interrupted" and "sampling" in err, err
+    assert not (tmp_path / "s.png").exists()

@@ -136,3 +136,19 @@ def test_sigkill_at_any_moment_leaves_a_resumable_run(tmp_path):
     assert res.returncode == 0, res.stderr
     assert resolve_checkpoint(run).name == f"step_{step + 3:07d}"
     assert not list((run / "checkpoints").glob(".tmp_*"))
+
+
+def test_leftovers_of_interrupted_writes_are_cleaned_and_the_newest_complete_checkpoint_found(tmp_path):
+    from difflab.training.checkpoint import CHECKPOINTS, clean_checkpoints, latest_checkpoint
+
+    train(tiny_config(20), tmp_path / "run", progress=False)      # step_0000010 and step_0000020
+    root = tmp_path / "run" / CHECKPOINTS
+    (root / ".latest.x1y2").write_text("step_0000010\n")             # a half-written `latest`
+    (root / ".tmp_step_0000030_abc").mkdir()                        # a half-written checkpoint
+    (root / "step_0000005").mkdir()                                 # a half-pruned old one
+    (root / "step_0000005" / "ema.safetensors").write_bytes(b"")
+    (root / "latest").unlink()                                      # killed before `latest`
+    assert latest_checkpoint(tmp_path / "run").name == "step_0000020"
+    assert resolve_checkpoint(root).name == "step_0000020"         # the checkpoints folder itself works too
+    clean_checkpoints(root, keep=2)
+    assert sorted(p.name for p in root.iterdir()) == ["step_0000010", "step_0000020"]
