@@ -1,10 +1,22 @@
-"""Checks that a job fits the machine before it starts, instead of growing until the system kills it."""
+"""The machine a job runs on: whether the job fits its memory (checked before it starts, instead of growing
+until the system kills it), and where difflab keeps its caches."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from difflab.errors import DifflabError
+
+CACHE_ENV = "DIFFLAB_CACHE"
+
+
+def cache_root(override: Path | str | None = None) -> Path:
+    """``override``, else $DIFFLAB_CACHE, else ~/.cache/difflab (not created here)."""
+    if override is not None:
+        return Path(override).expanduser()
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "difflab"
 
 MEMORY_FRACTION = 0.5     # a job may plan to hold at most this share of the machine's memory
 

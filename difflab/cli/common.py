@@ -41,6 +41,11 @@ def finite_float(text: str) -> float:
     return value
 
 
+# The argument types the commands use, by name (the parser records in cli/parser_cache.py name them).
+TYPES = {"int": int, "float": float, "str": str, "positive_int": positive_int, "nonneg_int": nonneg_int,
+         "finite_float": finite_float}
+
+
 def option(parser: argparse.ArgumentParser, flag: str, help: str, default: Any = None, **kw: Any) -> None:
     """An option with a default, which its help shows (argparse holds the default: code reads a.x)."""
     shown = f" (default: {default})" if default is not None else ""

@@ -8,22 +8,34 @@ import warnings
 from importlib import import_module
 
 from difflab import __version__
+from difflab.cli import parser_cache
 from difflab.cli.commands import COMMANDS
 from difflab.cli.common import Parser
 from difflab.errors import DifflabError, Interrupted
 
 
-def build_parser(argv: list[str] | None = None) -> Parser:
+def chosen_command(argv: list[str]) -> str | None:
+    return argv[0] if argv and argv[0] in COMMANDS else None
+
+
+def build_parser(argv: list[str] | None = None, recorded: bool = False) -> Parser | None:
     """The parser of every command, or, given the command line, of only the command it names: the others are
-    listed by name, so nothing they need (PyTorch above all) is imported to parse it."""
-    chosen = argv[0] if argv and not argv[0].startswith("-") else None
+    listed by name, so nothing they need (PyTorch above all) is imported to parse it. ``recorded``: the named
+    command's options rebuilt from its record (cli/parser_cache.py), None if there is none; else its real
+    parser, which is recorded."""
+    chosen = chosen_command(argv) if argv is not None else None
     parser = Parser(prog="difflab", description="Diffusion and flow-matching models: train, sample, measure.")
     parser.add_argument("--version", action="version", version=f"difflab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for name, command in COMMANDS.items():
         p = sub.add_parser(name, help=command.help)
-        if argv is None or name == chosen:
+        if recorded and name == chosen:
+            if not parser_cache.rebuild(name, p):
+                return None
+        elif argv is None or name == chosen:
             import_module(command.module).configure(name, p)
+            if name == chosen:
+                parser_cache.save(name, p)
     return parser
 
 
@@ -34,6 +46,10 @@ def one_line_warning(message, category, filename, lineno, file=None, line=None) 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if chosen_command(argv) and not {"-h", "--help"} & set(argv):
+        quick = build_parser(argv, recorded=True)
+        if quick is not None:
+            quick.parse_args(argv)      # a mistake ends here, before PyTorch loads; a valid line goes on
     args = build_parser(argv).parse_args(argv)
     warnings.showwarning = one_line_warning
     try:

@@ -28,7 +28,8 @@ from torch import Tensor, nn
 from difflab.data import load_dataset
 from difflab.data.dataset import convert_channels, resize_images
 from difflab.errors import DifflabError
-from difflab.metrics.disk_cache import cache_root, read_entry, write_entry
+from difflab.metrics.disk_cache import read_entry, write_entry
+from difflab.resources import cache_root
 from difflab.metrics.features import DEFAULT_BATCH_SIZE, FeatureExtractor
 
 NUM_CLASSES = 10

@@ -11,7 +11,6 @@ caller recomputes and writes it again. Nothing is pickled.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,18 +21,10 @@ from torch import Tensor
 
 from difflab.errors import one_line
 from difflab.io import tensor_bytes, write_folder
+from difflab.resources import CACHE_ENV
 
-CACHE_ENV = "DIFFLAB_CACHE"
 TENSORS = "tensors.safetensors"
 META = "meta.json"
-
-
-def cache_root(override: Path | str | None = None) -> Path:
-    """``override``, else $DIFFLAB_CACHE, else ~/.cache/difflab (not created here)."""
-    if override is not None:
-        return Path(override).expanduser()
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "difflab"
 
 
 def read_entry(folder: Path) -> tuple[dict[str, Tensor], dict[str, Any]] | None:

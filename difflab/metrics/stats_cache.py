@@ -22,7 +22,8 @@ from torch import Tensor
 
 from difflab.data import load_dataset
 from difflab.errors import DifflabError
-from difflab.metrics.disk_cache import cache_root, read_entry, write_entry
+from difflab.metrics.disk_cache import read_entry, write_entry
+from difflab.resources import cache_root
 from difflab.metrics.features import FeatureExtractor, check_images
 from difflab.metrics.fid import feature_statistics
 
