@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+
+from helpers import run_state
 
 from difflab.training import read_log
 from difflab.training.checkpoint import resolve_checkpoint
@@ -44,26 +45,18 @@ def difflab(*args: str, prelude: str = "", limit_file_size: int | None = None, w
     return proc.returncode, out, err
 
 
-def state(run: Path) -> dict[str, torch.Tensor]:
-    ckpt = resolve_checkpoint(run)
-    out = {}
-    for name in ("model", "ema", "trainer"):
-        out.update({f"{name}.{k}": v for k, v in load_file(str(ckpt / f"{name}.safetensors")).items()})
-    return out
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> dict[str, torch.Tensor]:
     run = tmp_path_factory.mktemp("reference") / "run"
     rc, _, err = difflab("train", "--out", str(run), *ARGS)
     assert rc == 0, err
-    return state(run)
+    return run_state(run)
 
 
 def assert_finished_like_the_reference(run: Path, reference: dict[str, torch.Tensor]) -> None:
     rc, out, err = difflab("train", "--resume", str(run), "--quiet")
     assert rc == 0, err
-    final = state(run)
+    final = run_state(run)
     assert resolve_checkpoint(run).name == f"step_{STEPS:07d}"
     assert final.keys() == reference.keys()
     assert all(torch.equal(final[k], reference[k]) for k in final), [k for k in final if not torch.equal(final[k], reference[k])]

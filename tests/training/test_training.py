@@ -8,13 +8,13 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from conftest import tiny_config
+from helpers import run_state
 from difflab.errors import DifflabError
 from difflab.pipelines.train import train
 from difflab.training import Trainer, TrainerConfig, read_log
@@ -37,14 +37,6 @@ def test_short_training_lowers_the_loss(tmp_path):
                                                  "trainer.json"}
 
 
-def _all_tensors(run: Path) -> dict[str, torch.Tensor]:
-    ckpt = resolve_checkpoint(run)
-    out = {}
-    for name in ("model", "ema", "trainer"):
-        out.update({f"{name}.{k}": v for k, v in load_file(str(ckpt / f"{name}.safetensors")).items()})
-    return out
-
-
 def test_resume_is_bit_identical(tmp_path):
     """2N steps in one go == N steps, resume, N more: every weight, EMA weight, Adam moment and RNG state."""
     cfg = tiny_config(16, lr=2e-3)
@@ -52,7 +44,7 @@ def test_resume_is_bit_identical(tmp_path):
     half = replace(cfg, trainer=replace(cfg.trainer, steps=8))
     train(half, tmp_path / "twice", progress=False)
     train(cfg, tmp_path / "twice", resume=True, progress=False)
-    a, b = _all_tensors(tmp_path / "once"), _all_tensors(tmp_path / "twice")
+    a, b = run_state(tmp_path / "once"), run_state(tmp_path / "twice")
     assert a.keys() == b.keys() and len(a) > 50
     for k in a:
         assert torch.equal(a[k], b[k]), k
@@ -68,12 +60,12 @@ def test_same_seed_same_run_whatever_the_global_rng(tmp_path):
     train(cfg, tmp_path / "a", progress=False)
     torch.randn(1000)                                  # another state of the global RNG
     train(cfg, tmp_path / "b", progress=False)
-    a, b = _all_tensors(tmp_path / "a"), _all_tensors(tmp_path / "b")
+    a, b = run_state(tmp_path / "a"), run_state(tmp_path / "b")
     for k in a:
         assert torch.equal(a[k], b[k]), k
     other = replace(cfg, trainer=replace(cfg.trainer, seed=cfg.trainer.seed + 1))
     train(other, tmp_path / "c", progress=False)
-    c = _all_tensors(tmp_path / "c")
+    c = run_state(tmp_path / "c")
     assert not torch.equal(a["model.conv_in.weight"], c["model.conv_in.weight"])
 
 
