@@ -67,10 +67,10 @@ def describe(parser: argparse.ArgumentParser) -> list[dict[str, Any]] | None:
 
 def save(command: str, parser: argparse.ArgumentParser) -> None:
     """Record the real parser of ``command`` (silently skipped where the cache cannot be written)."""
-    records = describe(parser)
+    path = record_path(command)
+    records = None if path.is_file() else describe(parser)
     if records is None:
         return
-    path = record_path(command)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
