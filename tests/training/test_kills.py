@@ -137,6 +137,7 @@ def test_kills_at_random_moments_resume_to_the_same_run(tmp_path, reference):
         proc.communicate(timeout=300)
         if proc.returncode == 0:
             break
+    print(f"{kills} SIGKILLs, finished on attempt {attempt + 1}")
     assert kills >= 1
     assert_finished_like_the_reference(run, reference)
 
