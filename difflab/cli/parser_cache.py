@@ -13,6 +13,7 @@ record is ignored and written again.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import sys
@@ -27,6 +28,7 @@ ACTIONS = {"store": argparse._StoreAction, "store_true": argparse._StoreTrueActi
            "boolean_optional": argparse.BooleanOptionalAction}
 
 
+@functools.lru_cache(maxsize=1)
 def source_key() -> str:
     """A hash of difflab's version and of every one of its source files' path, size and modification time."""
     import difflab

@@ -168,15 +168,15 @@ class TrajectoryRecorder:
 
 
 def run(a: argparse.Namespace) -> None:
-    from difflab.pipelines.sample import sample_run, save_samples
-    from difflab.viz import GRID_SUFFIXES, PLOT_SUFFIXES, plot_image_rows
+    from difflab.pipelines.sample import picture_suffixes, sample_run, save_samples
+    from difflab.viz import plot_image_rows
 
     job = resolve_sampling(a)
     model, sampler, steps, n = job.model, job.sampler, job.steps, job.n
     data_spec = model.codec.data_spec
     if a.trajectory and data_spec.kind != "pixels":
         raise DifflabError(f"--trajectory draws images; this run models {data_spec.kind} (for 2-D points use difflab flow2d)")
-    check_output_file(a.out, "--out", PLOT_SUFFIXES if data_spec.kind == "points" else GRID_SUFFIXES)
+    check_output_file(a.out, "--out", picture_suffixes(data_spec))
     recorder = TrajectoryRecorder(time_grid(model.process, steps, a.spacing, a.t_min))
 
     def record(start: int) -> TrajectoryRecorder | None:

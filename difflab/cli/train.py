@@ -17,7 +17,7 @@ from difflab.parameterization import TARGETS
 from difflab.process import PROCESSES, process_class, process_options
 from difflab.samplers import SAMPLERS
 from difflab.training import TrainerConfig
-from difflab.training.checkpoint import CHECKPOINTS
+from difflab.training.checkpoint import run_folder
 
 TRAINER_FLAGS = ("steps", "batch_size", "lr", "warmup", "weight_decay", "grad_clip", "ema_decay", "seed",
                  "log_every", "checkpoint_every", "keep_checkpoints", "sample_every", "device", "precision")
@@ -171,7 +171,7 @@ def resumed_config(a: argparse.Namespace) -> RunConfig:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         can = ", ".join("--" + k.replace("_", "-") for k in (*RESUMABLE, *EVAL_FLAGS))
         raise DifflabError(f"{flags} cannot change when resuming (the run's config.json holds them); only {can} can")
-    run = resume_folder(Path(a.resume))
+    run = run_folder(a.resume)
     if not (run / CONFIG).is_file():
         raise DifflabError(f"{run} is not a run folder (it has no {CONFIG}); start a run with `difflab train --out "
                            f"{run}`")
@@ -180,22 +180,13 @@ def resumed_config(a: argparse.Namespace) -> RunConfig:
                    evaluation=eval_config(cfg.evaluation, a))
 
 
-def resume_folder(path: Path) -> Path:
-    """The run folder of what --resume names: the run itself, its checkpoints folder or one of its step folders."""
-    if path.name == CHECKPOINTS:
-        return path.parent
-    if path.parent.name == CHECKPOINTS:
-        return path.parent.parent
-    return path
-
-
 def run(a: argparse.Namespace) -> None:
     from difflab.pipelines.train import train
     from difflab.training.checkpoint import latest_checkpoint
 
     if a.resume:
         cfg = resumed_config(a)
-        out, resume = resume_folder(Path(a.resume)), True
+        out, resume = run_folder(a.resume), True
     else:
         cfg = build_config(a)
         out = Path(a.out or f"runs/{Path(cfg.data.dataset).stem or 'data'}")

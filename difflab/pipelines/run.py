@@ -22,7 +22,7 @@ from difflab.io import read_json
 from difflab.networks import build_network
 from difflab.process import GaussianProcess, build_process
 from difflab.training import resolve_device
-from difflab.training.checkpoint import CHECKPOINTS, load_weights, resolve_checkpoint
+from difflab.training.checkpoint import load_weights, resolve_checkpoint, run_folder
 
 
 @dataclass
@@ -78,15 +78,10 @@ def default_condition(cfg: RunConfig, n: int, label: int | None = None) -> Condi
     return Condition(labels=labels)
 
 
-def run_folder(checkpoint: Path, given: Path) -> Path:
-    """The run folder of a resolved checkpoint folder (RUN/checkpoints/step_N), or the path given."""
-    return checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINTS else Path(given)
-
-
 def load_model(path: Path | str, ema: bool = True, device: str = "auto") -> LoadedModel:
     """A run folder (its latest checkpoint) or a step folder -> network with (EMA) weights, in eval mode."""
     ckpt = resolve_checkpoint(path)
-    run_dir = run_folder(ckpt, Path(path))
+    run_dir = run_folder(ckpt)
     cfg = RunConfig.load(run_dir)
     network = build_network(cfg.network)
     load_weights(network, ckpt / ("ema.safetensors" if ema else "model.safetensors"))

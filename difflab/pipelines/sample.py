@@ -23,7 +23,7 @@ from difflab.resources import check_memory
 from difflab.rng import PerSampleNoise
 from difflab.samplers import StepInfo, check_options, get_sampler, sampler_options, time_grid
 from difflab.samplers.base import Callback
-from difflab.viz import plot_points, save_grid
+from difflab.viz import GRID_SUFFIXES, PLOT_SUFFIXES, plot_points, save_grid
 
 CLIPPING_SAMPLERS = ("ddpm", "ddim")   # samplers that step through x0_hat, where clamping it to the data range helps
 
@@ -120,8 +120,13 @@ def sample_run(network: nn.Module, process: GaussianProcess, cfg: RunConfig, sam
     return Generated(codec.decode(out.x), out.nfe, out.seconds)
 
 
+def picture_suffixes(spec: DataSpec) -> tuple[str, ...]:
+    """The file types :func:`save_samples` writes samples of data ``spec`` as."""
+    return PLOT_SUFFIXES if spec.kind == "points" else GRID_SUFFIXES
+
+
 def save_samples(x: Tensor, path: Path | str, spec: DataSpec, nrow: int | None = None) -> Path:
     """Samples of data ``spec`` as a picture: images as a PNG grid, points as a scatter plot."""
-    if spec.kind == "points":
+    if picture_suffixes(spec) == PLOT_SUFFIXES:
         return plot_points([("samples", x)], path)
     return save_grid(x, path, nrow=nrow)

@@ -88,15 +88,20 @@ def clean_checkpoints(root: Path, keep: int) -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def checkpoints_root(path: Path) -> Path:
-    """RUN/checkpoints for a run folder, or the path itself when it is a checkpoints folder."""
-    return path if path.name == CHECKPOINTS else path / CHECKPOINTS
+def run_folder(path: Path | str) -> Path:
+    """The run folder of a path naming a run, its checkpoints folder or one of its step folders."""
+    path = Path(path)
+    if path.name == CHECKPOINTS:
+        return path.parent
+    if path.parent.name == CHECKPOINTS and STEP_FOLDER.match(path.name):
+        return path.parent.parent
+    return path
 
 
 def latest_checkpoint(path: Path | str) -> Path | None:
     """The newest complete checkpoint of a run folder (or of its checkpoints folder): the one ``latest`` names
     if it is complete, else the newest complete step folder; None if there is none."""
-    root = checkpoints_root(Path(path))
+    root = run_folder(path) / CHECKPOINTS
     pointer = root / LATEST
     if pointer.is_file():
         named = root / pointer.read_text().strip()
@@ -116,7 +121,7 @@ def resolve_checkpoint(path: Path | str) -> Path:
         return path
     found = latest_checkpoint(path)
     if found is None:
-        run = path.parent if path.name == CHECKPOINTS else path
+        run = run_folder(path)
         raise DifflabError(f"{run} holds no complete checkpoint; if it is a run stopped before its first "
                            f"checkpoint, `difflab train --resume {run}` starts it again from step 0")
     return found

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -144,3 +145,11 @@ def test_leftovers_of_interrupted_writes_are_cleaned_and_the_newest_complete_che
     assert resolve_checkpoint(root).name == "step_0000020"         # the checkpoints folder itself works too
     clean_checkpoints(root, keep=2)
     assert sorted(p.name for p in root.iterdir()) == ["step_0000010", "step_0000020"]
+
+
+def test_the_run_folder_of_a_run_its_checkpoints_or_a_step_folder():
+    from difflab.training.checkpoint import run_folder
+
+    for given in ("runs/a", "runs/a/checkpoints", "runs/a/checkpoints/step_0000500"):
+        assert run_folder(given) == Path("runs/a")
+    assert run_folder("checkpoints/a") == Path("checkpoints/a")        # a run kept in a folder named checkpoints
