@@ -79,6 +79,12 @@ class Condition:
             raise ValueError("conditions to concatenate carry different fields")
         return Condition(**{name: torch.cat([getattr(c, name) for c in conditions]) for name in present[0]})
 
+    def without_labels(self) -> Condition | None:
+        """The same condition without its labels (None if nothing else is left): what an unconditional model
+        steered by a classifier reads."""
+        rest = replace(self, labels=None)
+        return rest if rest.batch_size is not None else None
+
     # --- the null condition ---------------------------------------------------------------------------
     def null_like(self) -> Condition:
         """The same batch with no label and no context (see the module docstring)."""
@@ -92,3 +98,15 @@ class Condition:
         if context_mask is not None:
             context_mask = context_mask & ~mask.to(context_mask.device)[:, None]
         return replace(self, labels=labels, context_mask=context_mask)
+
+
+def check_condition(cond: Condition | None, reader: str, labels: bool = False, context: bool = False) -> None:
+    """Raise ValueError if ``cond`` carries a field that ``reader`` (a network, an exact model) was not built to
+    read (``labels``, ``context``: whether it reads them)."""
+    if cond is None:
+        return
+    unread = [name for name, present, read in (("labels", cond.labels is not None, labels),
+                                               ("context", cond.context is not None, context),
+                                               ("image", cond.image is not None, False)) if present and not read]
+    if unread:
+        raise ValueError(f"this {reader} was not built to read the condition's {', '.join(unread)}")

@@ -25,6 +25,10 @@ from difflab.process.base import as_time
 from difflab.training import TrainerConfig
 
 CONFIG = "config.json"
+TASKS = ("diffusion", "classifier")   # a generative model, or a noise-aware classifier p(y | x_t) for guidance
+# The probability of training on the null condition when a conditional run does not say (Ho & Salimans 2022
+# found 0.1 - 0.2 best).
+DEFAULT_COND_DROP = 0.1
 # Where a path reaches alpha = 0 (flow at t = 1), eps and score targets cannot recover x_0: their runs stop
 # the path here unless --t-max says otherwise.
 T_MAX_FOR_ALPHA_DIVIDING_TARGETS = 0.999
@@ -36,6 +40,11 @@ class DataConfig:
     image_size: int | None = None    # resize images to this size (None: native size; folders default to 32)
     channels: int | None = None      # 1 (gray) or 3 (RGB); None: the dataset's own
     class_cond: bool = False         # train a class-conditional model on the dataset's labels
+    text_encoder: str | None = None  # train a text-conditional model on captions, read by this frozen encoder
+
+    def __post_init__(self) -> None:
+        if self.class_cond and self.text_encoder is not None:
+            raise DifflabError("--class-cond and --text each say what the model is conditioned on: choose one")
 
 
 @dataclass(frozen=True)
@@ -71,10 +80,16 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     preview: PreviewConfig = field(default_factory=PreviewConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
+    task: str = "diffusion"                                # one of TASKS
     version: str = __version__
 
-    def resolved(self, data_spec: DataSpec, num_classes: int | None = None) -> RunConfig:
-        """This config made concrete for data of ``data_spec`` (``num_classes``: a class-conditional run)."""
+    def resolved(self, data_spec: DataSpec, num_classes: int | None = None,
+                 context_dim: int | None = None) -> RunConfig:
+        """This config made concrete for data of ``data_spec``. ``num_classes``: the labels' classes of a
+        class-conditional run (or the classifier's outputs); ``context_dim``: the width of a text run's
+        prompt embeddings."""
+        if self.task not in TASKS:
+            raise DifflabError(f"unknown task {self.task!r}; expected one of {', '.join(TASKS)}")
         codec = build_codec(self.codec, data_spec)
         spec = codec.model_spec
         process = build_process(self.process)
@@ -83,8 +98,14 @@ class RunConfig:
                 and "t_max" in process_options(process.name)):
             process = build_process({**self.process, "t_max": T_MAX_FOR_ALPHA_DIVIDING_TARGETS})
         objective = self.objective.resolved(process)
-        network = self.network or network_config(self.model, spec, num_classes)
-        return replace(self, model=resolve_preset(self.model, spec), network=network, process=process.config(),
+        conditional = self.task == "diffusion" and bool(num_classes or context_dim)
+        if objective.cond_drop is None:
+            objective = replace(objective, cond_drop=DEFAULT_COND_DROP if conditional else 0.0)
+        elif objective.cond_drop and not conditional:
+            raise DifflabError("--cond-drop drops the condition of a conditional model: add --class-cond or --text")
+        network = self.network or network_config(self.model, spec, num_classes, role=ROLES[self.task],
+                                                 **({"context_dim": context_dim} if context_dim else {}))
+        return replace(self, model=resolve_preset(self.model, spec, ROLES[self.task]), network=network, process=process.config(),
                        objective=objective, codec=codec.config(), spec=spec, version=__version__)
 
     def to_dict(self) -> dict[str, Any]:
@@ -113,6 +134,7 @@ class RunConfig:
         return cls.from_dict(read_json(path), str(path))
 
 
+ROLES = {"diffusion": "denoiser", "classifier": "classifier"}   # task -> the network registry's role
 SECTIONS = {"data": DataConfig, "objective": DiffusionObjective, "trainer": TrainerConfig, "preview": PreviewConfig,
             "evaluation": EvalConfig}
 
@@ -143,9 +165,20 @@ def migrate(d: dict[str, Any]) -> dict[str, Any]:
     """A config.json of an older difflab, brought to this version's keys (its meaning unchanged).
 
     0.1: networks read the process time t (now the log-SNR; ``noise_input`` says which), and the data
-    description was implicit in the network config (a U-Net: pixels in [-1, 1]; an MLP: points)."""
+    description was implicit in the network config (a U-Net: pixels in [-1, 1]; an MLP: points).
+    0.1 and 0.2: no text conditioning (U-Nets without cross-attention), no condition dropout, every run a
+    diffusion model."""
     d = dict(d)
-    if str(d.get("version", "0.1.0")).startswith("0.1."):
+    version = str(d.get("version", "0.1.0"))
+    if version.startswith(("0.1.", "0.2.")):
+        d.setdefault("task", "diffusion")
+        if isinstance(d.get("data"), dict):
+            d["data"] = {"text_encoder": None, **d["data"]}
+        if isinstance(d.get("objective"), dict):
+            d["objective"] = {"cond_drop": 0.0, **d["objective"]}
+        if isinstance(d.get("network"), dict):
+            d["network"] = {**V02_ADDED_FIELDS.get(d["network"].get("kind"), {}), **d["network"]}
+    if version.startswith("0.1."):
         d.setdefault("codec", {"name": "identity"})
         network = dict(d.get("network") or {})
         if network:
@@ -156,6 +189,8 @@ def migrate(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
+# The network fields 0.3 added, by backbone, with the values a network of 0.1 or 0.2 had (frozen).
+V02_ADDED_FIELDS = {"unet": {"context_dim": None, "cross_attention_levels": []}}
 # The data a 0.1 network modelled, read off its config (the backbones of 0.1 and their keys; frozen).
 V01_SPECS = {"unet": lambda n: DataSpec.pixels(n["in_channels"], n["image_size"], n["image_size"]),
              "mlp": lambda n: DataSpec.points(n["dim"])}

@@ -13,6 +13,10 @@ trained target with w(t) = w_eps(t) / k(t)^2:
   likelihood  lambda = g^2 on the score error (Song et al. 2021, "likelihood weighting"), w_eps = g^2 / sigma^2
   min-snr     w_eps = min(SNR, gamma) / SNR, SNR = alpha^2 / sigma^2 (Hang et al. 2023), gamma = 5
 
+Condition dropout (classifier-free training, Ho & Salimans 2022): each example's condition is replaced by
+the null condition (no label; every prompt token masked) with probability cond_drop, so one network learns
+both p(x | y) and p(x), the two branches classifier-free guidance combines.
+
 Couplings (how x_0 and eps are paired in a batch):
   independent  eps ~ N(0, I) independent of x_0
   ot           the exact optimal-transport pairing within the minibatch: the permutation of eps that
@@ -28,6 +32,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from difflab.condition import Condition
@@ -53,6 +58,8 @@ class DiffusionObjective:
     time_sampling: str = "discrete"
     coupling: str = "independent"
     min_snr_gamma: float = 5.0
+    # probability of training on the null condition; None: 0.1 for a conditional run, 0 otherwise (RunConfig.resolved)
+    cond_drop: float | None = None
 
     def __post_init__(self) -> None:
         check_target(self.target)
@@ -63,6 +70,8 @@ class DiffusionObjective:
                 raise DifflabError(f"unknown {what} {value!r}; choose one of {', '.join(allowed)}")
         if not self.min_snr_gamma > 0:
             raise DifflabError(f"--min-snr-gamma must be > 0, got {self.min_snr_gamma}")
+        if self.cond_drop is not None and not 0 <= self.cond_drop < 1:
+            raise DifflabError(f"--cond-drop is a probability in [0, 1), got {self.cond_drop}")
 
     def check(self, process: GaussianProcess) -> None:
         """Raise a DifflabError if this objective cannot train on ``process``."""
@@ -124,17 +133,38 @@ def ot_pairing(x0: Tensor, eps: Tensor) -> Tensor:
     return torch.from_numpy(np.asarray(cols)[np.argsort(rows)]).to(x0.device)
 
 
-def diffusion_loss(network: nn.Module, process: GaussianProcess, objective: DiffusionObjective, x0: Tensor,
-                   cond: Condition | None = None, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-    """Per-example loss (B,) and the times t (B,) it was taken at. x0: (B, ...); cond is passed to the network."""
-    B = x0.shape[0]
-    t = sample_times(process, B, objective.time_sampling, generator, x0.device)
+def noised(process: GaussianProcess, objective: DiffusionObjective, x0: Tensor, generator: torch.Generator | None
+           ) -> tuple[Tensor, Tensor, PathCoefficients, Tensor]:
+    """A training batch's times t (B,), noise eps (paired with x0 by the coupling), path coefficients at t
+    (broadcast against x0) and x_t = alpha x0 + sigma eps ~ q(x_t | x_0)."""
+    t = sample_times(process, x0.shape[0], objective.time_sampling, generator, x0.device)
     eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     if objective.coupling == "ot":
         eps = eps[ot_pairing(x0, eps)]
     c: PathCoefficients = process.coefficients(as_time(t)).expand_as(x0)
-    x_t = c.alpha * x0 + c.sigma * eps                                    # q(x_t | x_0)
+    return t, eps, c, c.alpha * x0 + c.sigma * eps
+
+
+def diffusion_loss(network: nn.Module, process: GaussianProcess, objective: DiffusionObjective, x0: Tensor,
+                   cond: Condition | None = None, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """Per-example loss (B,) and the times t (B,) it was taken at. x0: (B, ...); cond is passed to the network
+    (each row replaced by the null condition with probability cond_drop)."""
+    t, eps, c, x_t = noised(process, objective, x0, generator)
+    if cond is not None and objective.cond_drop:
+        cond = cond.drop(torch.rand(x0.shape[0], generator=generator, device=x0.device) < objective.cond_drop)
     target = from_x0_eps(objective.target, x0, eps, c)
     pred = predict(network, x_t, t, c, process, cond)
     loss = (pred.float() - target.float()).pow(2).flatten(1).mean(1)       # ||f - target||^2 / D
     return loss_weight(objective, process, t).to(loss) * loss, t
+
+
+def classifier_loss(network: nn.Module, process: GaussianProcess, objective: DiffusionObjective, x0: Tensor,
+                    cond: Condition | None = None, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """A noise-aware classifier's per-example cross-entropy -log p_phi(y | x_t, t) (B,) and the times t (B,):
+    x_t drawn from q(x_t | x_0) at times drawn as for the diffusion model (Dhariwal & Nichol 2021, sec. 4.1).
+    cond carries the labels y (B,); the network reads x_t and the noise level only."""
+    if cond is None or cond.labels is None:
+        raise DifflabError("a classifier trains on labelled data: this data set has no labels")
+    t, _, c, x_t = noised(process, objective, x0, generator)
+    logits = predict(network, x_t, t, c, process)                         # (B, K)
+    return F.cross_entropy(logits.float(), cond.labels, reduction="none"), t

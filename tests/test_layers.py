@@ -21,6 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "networks": set(),
     "data": set(),
     "training": set(),
+    "text": set(),
     "parameterization": {"process", "networks"},
     "codecs": {"networks"},
     "denoisers": {"process", "parameterization"},
@@ -31,7 +32,7 @@ ALLOWED: dict[str, set[str]] = {
     "viz": {"process"},
     "config": {"codecs", "networks", "objectives", "process", "training"},
     "pipelines": {"codecs", "config", "data", "denoisers", "likelihood", "metrics", "networks", "objectives",
-                  "parameterization", "process", "samplers", "training", "viz"},
+                  "parameterization", "process", "samplers", "text", "training", "viz"},
 }
 ALLOWED["cli"] = set(ALLOWED) - {"cli"}
 PROCESS_NAMES = ("ddpm", "vp", "ve", "flow")

@@ -14,6 +14,7 @@ class Command:
 
 COMMANDS: dict[str, Command] = {
     "train": Command("difflab.cli.train", "train a diffusion model"),
+    "train-classifier": Command("difflab.cli.train", "train a noise-aware classifier for classifier guidance"),
     "sample": Command("difflab.cli.sample", "draw samples from a trained run"),
     "eval": Command("difflab.cli.evaluate", "measure a trained run: FID, KID, IS, precision/recall, bits/dim"),
     "schedule": Command("difflab.cli.plots", "plot alpha_bar_t and the SNR of the DDPM schedules"),

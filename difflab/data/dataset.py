@@ -35,6 +35,7 @@ class ArrayDataset:
 
     data: (N, C, H, W) float32 in [-1, 1] for images; (N, 2) float32 for 2-D point sets.
     labels: (N,) int64 in [0, num_classes), or None.
+    files: each row's file, relative to the source folder with "/" separators (image folders), or None.
     """
 
     data: torch.Tensor
@@ -42,8 +43,11 @@ class ArrayDataset:
     num_classes: int | None
     name: str
     class_names: tuple[str, ...] | None = None
+    files: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.files is not None and len(self.files) != len(self.data):
+            raise ValueError(f"files has {len(self.files)} names for {len(self.data)} examples")
         if self.data.dim() not in (2, 4):
             raise ValueError(f"data must be (N, C, H, W) or (N, 2), got shape {tuple(self.data.shape)}")
         if self.labels is not None:
@@ -107,7 +111,8 @@ def take_split(dataset: ArrayDataset, split: str) -> ArrayDataset:
     """The rows of ``dataset`` in ``split`` (see split_indices)."""
     index = split_indices(len(dataset), split, dataset.name)
     labels = None if dataset.labels is None else dataset.labels[index]
-    return replace(dataset, data=dataset.data[index], labels=labels)
+    files = None if dataset.files is None else tuple(dataset.files[i] for i in index.tolist())
+    return replace(dataset, data=dataset.data[index], labels=labels, files=files)
 
 
 def pixels_to_unit(pixels: np.ndarray, max_value: float) -> torch.Tensor:

@@ -13,6 +13,8 @@ from difflab.data.dataset import ArrayDataset, check_images_fit, fit_square, pix
 from difflab.errors import DifflabError, one_line
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp")
+# Hugging Face "imagefolder" metadata (captions and the like, read by other layers): expected, not skipped.
+METADATA_FILES: tuple[str, ...] = ("metadata.jsonl", "metadata.csv")
 DEFAULT_IMAGE_SIZE = 32
 DEFAULT_CHANNELS = 3
 PIL_MODES = {1: "L", 3: "RGB"}
@@ -23,9 +25,9 @@ def load_folder(root: str | Path, *, split: str = "train", image_size: int | Non
                 channels: int | None = None) -> ArrayDataset:
     """Images under ``root``: data (N, C, S, S) in [-1, 1], S = image_size (default 32), C = channels (3).
 
-    Files are taken in sorted path order. If every image lies under a first-level subfolder, the label is
-    the index of that subfolder's name in sorted order; otherwise labels is None. Only the images of
-    ``split`` are decoded.
+    Files are taken in sorted path order; ``files`` records each row's path relative to ``root``. If every
+    image lies under a first-level subfolder, the label is the index of that subfolder's name in sorted
+    order; otherwise labels is None. Only the images of ``split`` are decoded.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -37,18 +39,20 @@ def load_folder(root: str | Path, *, split: str = "train", image_size: int | Non
     labels, class_names = folder_labels(root, files)
     index = split_indices(len(files), split, str(root))
     check_images_fit(len(index), n_channels, size, size)
-    data = torch.stack([read_image(files[i], size, mode) for i in index.tolist()])
+    chosen = [files[i] for i in index.tolist()]
+    data = torch.stack([read_image(path, size, mode) for path in chosen])
     return ArrayDataset(data=data, labels=None if labels is None else labels[index],
                         num_classes=None if class_names is None else len(class_names), name=str(root),
-                        class_names=class_names)
+                        class_names=class_names, files=tuple(path.relative_to(root).as_posix() for path in chosen))
 
 
 def find_images(root: Path) -> list[Path]:
-    """Image files under ``root`` in sorted order; hidden entries ignored, other files skipped with a warning."""
+    """Image files under ``root`` in sorted order; hidden entries and metadata files ignored, other files
+    skipped with a warning."""
     images, skipped = [], []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         relative = path.relative_to(root)
-        if any(part.startswith(".") for part in relative.parts):
+        if any(part.startswith(".") for part in relative.parts) or relative.name in METADATA_FILES:
             continue
         (images if path.suffix.lower() in IMAGE_SUFFIXES else skipped).append(relative)
     if skipped:

@@ -1,4 +1,4 @@
-"""The noise-level and class embedding every network shares, and how networks read a Condition.
+"""The noise-level and class embedding every network shares, and which fields of a Condition a network reads.
 
 A network reads its noise level as one number per example, independent of the process (so one design
 serves DDPM, VP, VE and flow alike):
@@ -53,17 +53,6 @@ def sinusoidal_embedding(position: Tensor, dim: int, max_period: float = 10000.0
     if dim % 2:
         emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
     return emb
-
-
-def check_condition(cond: Condition | None, network: str, labels: bool = False) -> None:
-    """Raise ValueError if ``cond`` carries a field the network was not built to read."""
-    if cond is None:
-        return
-    unread = [name for name, present, read in (("labels", cond.labels is not None, labels),
-                                               ("context", cond.context is not None, False),
-                                               ("image", cond.image is not None, False)) if present and not read]
-    if unread:
-        raise ValueError(f"this {network} was not built to read the condition's {', '.join(unread)}")
 
 
 class NoiseClassEmbedding(nn.Module):

@@ -7,10 +7,10 @@ from dataclasses import dataclass, replace
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from difflab.condition import Condition
+from difflab.condition import Condition, check_condition
 from difflab.dataspec import DataSpec
 from difflab.networks.base import Network
-from difflab.networks.embeddings import LOG_SNR, NoiseClassEmbedding, check_condition
+from difflab.networks.embeddings import LOG_SNR, NoiseClassEmbedding
 
 
 @dataclass(frozen=True)

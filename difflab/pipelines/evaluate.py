@@ -25,11 +25,14 @@ from difflab.rng import PerSampleNoise
 from difflab.samplers.base import CountingDenoiser
 
 BPD_ESTIMATES = ("elbo", "ode")
+BUILTIN_PREFIX = "builtin-"    # the built-in digit classifiers' extractor names: their classes are the digits
 
 
-def eval_path(run_dir: Path, sampler: str, steps: int, raw: bool = False) -> Path:
-    """Where an evaluation's JSON goes by default: into the evaluated run, named by how it was sampled."""
-    return Path(run_dir) / f"eval-{sampler}-{steps}{'-raw' if raw else ''}.json"
+def eval_path(run_dir: Path, sampler: str, steps: int, raw: bool = False, scales: list[float] | None = None) -> Path:
+    """Where an evaluation's JSON goes by default: into the evaluated run, named by how it was sampled
+    (eval-ddim-50[-raw][-w0,1,2,4].json)."""
+    guided = f"-w{','.join(f'{w:g}' for w in scales)}" if scales else ""
+    return Path(run_dir) / f"eval-{sampler}-{steps}{'-raw' if raw else ''}{guided}.json"
 
 
 @dataclass
@@ -43,15 +46,27 @@ class EvalResult:
     sampling_seconds: float
     step: int | None = None
     bpd: dict[str, dict[str, Any]] = field(default_factory=dict)   # estimate -> summary
+    guidance: dict[str, Any] | None = None     # how the samples were steered (scale, interval, classifier scale)
+    accuracy: dict[str, Any] | None = None     # the built-in classifier's accuracy against the requested classes
 
     def to_dict(self) -> dict[str, Any]:
         return {"step": self.step, "sampler": self.sampler, "steps": self.steps, "nfe": self.nfe,
-                "sampling_seconds": self.sampling_seconds, **self.report.to_dict(), "bpd": self.bpd}
+                "sampling_seconds": self.sampling_seconds, **self.report.to_dict(), "bpd": self.bpd,
+                "guidance": self.guidance, "accuracy": self.accuracy}
 
     def table(self) -> str:
         lines = [self.report.table(),
                  f"  {'sampling':<10} {self.sampler}, {self.steps} steps, {self.nfe} NFE, "
                  f"{self.sampling_seconds:.1f} s for {self.report.n_generated} samples"]
+        if self.guidance:
+            g = self.guidance
+            interval = f" for t in [{g['interval'][0]:g}, {g['interval'][1]:g}]" if g["interval"] else ""
+            classifier = f", classifier scale s = {g['classifier_scale']:g}" if g["classifier_scale"] is not None else ""
+            lines.append(f"  {'guidance':<10} classifier-free w = {g['scale']:g}{interval}{classifier}")
+        if self.accuracy:
+            per = " ".join(f"{a:.2f}" for a in self.accuracy["per_class"])
+            lines.append(f"  {'accuracy':<10} {self.accuracy['accuracy']:.4f} of the samples are classified as the "
+                         f"class they were asked for (per class: {per})")
         for name, s in self.bpd.items():
             lines.append(f"  {'bpd ' + name:<10} {s['bpd']:.4f} +- {s['sem']:.4f} (standard error) on "
                          f"{s['n']} held-out images, {s['nfe']:.0f} NFE each, {s['seconds']:.1f} s")
@@ -81,15 +96,32 @@ def run_reference(cfg: RunConfig, split: str) -> str | Tensor:
     return load_run_data(cfg, split=split).data
 
 
+def class_accuracy(probabilities: Tensor, labels: Tensor) -> dict[str, Any]:
+    """How often the arg-max of classifier probabilities (N, K) is the requested label (N,): overall and per class
+    (NaN for a class nobody asked for)."""
+    right = (probabilities.argmax(1) == labels).double()
+    per_class = [float(right[labels == k].mean()) if bool((labels == k).any()) else float("nan")
+                 for k in range(probabilities.shape[1])]
+    return {"accuracy": float(right.mean()), "per_class": per_class, "n": len(labels)}
+
+
 def evaluate(network: nn.Module, process: GaussianProcess, cfg: RunConfig, *, sampler: str, steps: int, n: int,
              seed: int, extractor: FeatureExtractor, split: str = "train",
              metric_options: MetricOptions = MetricOptions(), device: torch.device | str = "cpu",
-             step: int | None = None, **sample_kwargs: Any) -> EvalResult:
-    """Draw n samples with ``sampler`` and measure them against the run's ``split``."""
+             step: int | None = None, labels: Tensor | None = None, **sample_kwargs: Any) -> EvalResult:
+    """Draw n samples with ``sampler`` (sample_kwargs: their condition and guidance, ...) and measure them against
+    the run's ``split``; with ``labels`` (n,), the classes they were asked for, also how often the built-in
+    digit classifier sees the asked-for class."""
     require_images(cfg, "image metrics")
     out = sample_run(network, process, cfg, sampler, steps, n, seed, device=device, **sample_kwargs)
     report = compute_metrics(out.x, extractor, run_reference(cfg, split), split=split, options=metric_options)
-    return EvalResult(report, sampler, steps, out.nfe, out.seconds, step)
+    accuracy = None
+    if labels is not None and extractor.name.startswith(BUILTIN_PREFIX):
+        accuracy = class_accuracy(extractor.probabilities(out.x), labels)
+    g = sample_kwargs.get("guidance")
+    steering = None if g is None else {"scale": g.scale, "interval": g.interval,
+                                       "classifier_scale": g.classifier_scale if g.classifier is not None else None}
+    return EvalResult(report, sampler, steps, out.nfe, out.seconds, step, guidance=steering, accuracy=accuracy)
 
 
 def heldout_bpd(network: nn.Module, process: GaussianProcess, cfg: RunConfig, estimates: tuple[str, ...], n: int,

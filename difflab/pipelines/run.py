@@ -10,19 +10,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from difflab.codecs import Codec, build_codec
 from difflab.condition import Condition
 from difflab.config import RunConfig
 from difflab.data import ArrayDataset, load_dataset
+from difflab.data.builtin import DIGIT_CLASS_NAMES
+from difflab.data.registry import BUILTIN_IMAGES
 from difflab.dataspec import DataSpec
 from difflab.errors import DifflabError
 from difflab.io import read_json
 from difflab.networks import build_network
 from difflab.process import GaussianProcess, build_process
+from difflab.text import TextEncoder, digit_captions, read_metadata_captions
 from difflab.training import resolve_device
 from difflab.training.checkpoint import load_weights, resolve_checkpoint, run_folder
+
+
+DIGIT_SETS = tuple(BUILTIN_IMAGES)   # the built-in image sets: digits, labelled 0-9, captioned from their labels
+CAPTION_SEED = 0                    # which phrasing each example's caption gets (text.digit_captions)
 
 
 @dataclass
@@ -55,36 +62,173 @@ def run_codec(cfg: RunConfig) -> Codec:
 
 
 def num_classes(cfg: RunConfig) -> int | None:
-    """The number of classes a class-conditional run was trained on, else None."""
-    return cfg.network.get("num_classes") if cfg.data.class_cond else None
+    """The number of classes a class-conditional run was trained on (or a classifier run tells apart), else None."""
+    return cfg.network.get("num_classes") if cfg.data.class_cond or cfg.task == "classifier" else None
 
 
-def data_conditions(cfg: RunConfig, data: ArrayDataset) -> Condition | None:
-    """What each training example is conditioned on: its label in a class-conditional run, else nothing."""
-    if not cfg.data.class_cond:
+def is_conditional(cfg: RunConfig) -> bool:
+    """Whether a diffusion run reads a condition (labels or a prompt): what classifier-free guidance needs."""
+    return cfg.task == "diffusion" and (cfg.data.class_cond or cfg.data.text_encoder is not None)
+
+
+def text_encoder(cfg: RunConfig, device: torch.device | str = "cpu") -> TextEncoder:
+    """The frozen encoder a text run reads its prompts with."""
+    if cfg.data.text_encoder is None:
+        raise DifflabError("this run was not trained on text (difflab train --text); it takes no --prompt")
+    return TextEncoder.load(cfg.data.text_encoder, device=device)
+
+
+def data_captions(data: ArrayDataset) -> list[str]:
+    """Each example's caption: for the built-in digit sets made from its label in varied phrasings, for an
+    image folder read from its metadata.jsonl."""
+    if data.name in DIGIT_SETS and data.labels is not None:
+        return digit_captions(data.labels, seed=CAPTION_SEED)
+    if data.files is not None and data.root is not None:
+        return read_metadata_captions(Path(data.root), data.files)
+    raise DifflabError(f"a text run needs captions: the built-in digit sets ({', '.join(DIGIT_SETS)}) have them, "
+                       f"an image folder gets them from metadata.jsonl; {data.name!r} has none")
+
+
+def data_conditions(cfg: RunConfig, data: ArrayDataset, encoder: TextEncoder | None = None) -> Condition | None:
+    """What each example is conditioned on (a classifier: what it learns to tell): its label in a
+    class-conditional or classifier run, its encoded caption in a text run, else nothing."""
+    if cfg.data.text_encoder is not None and cfg.task == "diffusion":
+        return (encoder or text_encoder(cfg)).encode(data_captions(data))
+    if not (cfg.data.class_cond or cfg.task == "classifier"):
         return None
     if data.labels is None:
-        raise DifflabError(f"--class-cond needs labels, and dataset {data.name!r} has none")
+        what = "a classifier" if cfg.task == "classifier" else "--class-cond"
+        raise DifflabError(f"{what} needs labels, and dataset {data.name!r} has none")
     return Condition(labels=data.labels)
 
 
-def default_condition(cfg: RunConfig, n: int, label: int | None = None) -> Condition | None:
-    """The condition of n samples: for a class-conditional run ``label`` for all, else cycling 0, 1, ..., K-1;
-    None for an unconditional run."""
-    K = num_classes(cfg)
-    if not K:
+def class_rows(K: int, n: int) -> Tensor:
+    """Labels for a grid with a row per class: max(1, round(n / K)) samples of each of the K classes, in
+    class order (so K x that many samples, not exactly n)."""
+    return torch.arange(K).repeat_interleave(max(1, round(n / K)))
+
+
+def label_condition(cfg: RunConfig, labels: Tensor, encoder: TextEncoder | None = None) -> Condition:
+    """The condition asking for classes ``labels`` (n,): the labels themselves for a class-conditional run; for
+    a text run on a digit set, prompts naming them (the captions' phrasings)."""
+    if cfg.data.text_encoder is None:
+        return Condition(labels=labels)
+    if cfg.data.dataset not in DIGIT_SETS:
+        raise DifflabError(f"this text run was trained on {cfg.data.dataset!r}, whose classes have no captions; "
+                           "give --prompt")
+    return (encoder or text_encoder(cfg)).encode(digit_captions(labels, seed=CAPTION_SEED))
+
+
+@dataclass(frozen=True)
+class Request:
+    """What samples are asked for: their condition, the class each is asked for when there is one (to score
+    the samples against), and the row length of their picture (a row per class) when it has one."""
+
+    cond: Condition | None
+    labels: Tensor | None
+    nrow: int | None
+
+    @property
+    def n(self) -> int | None:
+        return len(self.cond) if self.cond is not None else None
+
+
+def requested_condition(cfg: RunConfig, n: int, *, label: int | None = None, prompt: str | None = None,
+                        classes: int | None = None, encoder: TextEncoder | None = None) -> Request:
+    """What n samples of a run are asked for. ``label``: one class for all; ``prompt``: one prompt for all (a
+    text run; "" is the null condition); ``classes``: the classes of a classifier that steers the run.
+    Without a label or prompt, a run conditioned on classes (or steered by a classifier) draws a row per
+    class (class_rows: about n samples)."""
+    text = cfg.data.text_encoder is not None
+    if prompt is not None:
+        if not text:
+            raise DifflabError("--prompt needs a text run (difflab train --text); this run reads "
+                               + ("class labels: use --class" if cfg.data.class_cond else "no condition"))
+        if label is not None:
+            raise DifflabError("give --prompt or --class, not both")
+        cond = (encoder or text_encoder(cfg)).encode([prompt] * n)
+        return Request(cond, None, None)
+    K = num_classes(cfg) if cfg.data.class_cond else None
+    if text and cfg.data.dataset in DIGIT_SETS:
+        K = len(DIGIT_CLASS_NAMES)
+    if classes is not None:
+        if K is not None and K != classes:
+            raise DifflabError(f"the classifier tells {classes} classes apart and the model {K}: train the classifier "
+                               "on the model's data set")
+        K = classes
+    if K is None:
+        if label is not None:
+            raise DifflabError("--class needs a class-conditional run (difflab train --class-cond), a text run on a "
+                               "digit set, or a --classifier to steer an unconditional run")
+        if text:
+            raise DifflabError("this text run was trained on captions of its own: give --prompt")
+        return Request(None, None, None)
+    if label is not None and not 0 <= label < K:
+        raise DifflabError(f"--class must lie in [0, {K - 1}] for this {K}-class model, got {label}")
+    labels = torch.full((n,), label, dtype=torch.long) if label is not None else class_rows(K, n)
+    nrow = None if label is not None else len(labels) // K
+    if cfg.data.class_cond or text:
+        cond = label_condition(cfg, labels, encoder)
+        if classes is not None and cond.labels is None:      # a text run steered by a classifier: it reads both
+            cond = Condition(labels=labels, context=cond.context, context_mask=cond.context_mask)
+    else:
+        cond = Condition(labels=labels)                       # for the classifier; the model reads none
+    return Request(cond, labels, nrow)
+
+
+def grid_condition(cfg: RunConfig, n: int, encoder: TextEncoder | None = None,
+                   examples: Condition | None = None) -> tuple[Condition | None, int | None]:
+    """The condition of a preview picture of about n samples and its row length: a row per class for a run
+    conditioned on classes; for a text run on other data the first n ``examples`` (the training captions)."""
+    if cfg.data.text_encoder is not None and cfg.data.dataset not in DIGIT_SETS and examples is not None:
+        return examples[:n], None
+    request = requested_condition(cfg, n, encoder=encoder)
+    return request.cond, request.nrow
+
+
+def default_condition(cfg: RunConfig, n: int, label: int | None = None,
+                      encoder: TextEncoder | None = None) -> Condition | None:
+    """The condition of n samples of a conditional run: ``label`` for all, else the classes cycled 0, 1, ...,
+    K-1 (for a text run on a digit set, prompts naming them); None for an unconditional run."""
+    if not is_conditional(cfg):
         return None
+    K = num_classes(cfg) or (len(DIGIT_CLASS_NAMES) if cfg.data.dataset in DIGIT_SETS else None)
+    if K is None:
+        raise DifflabError("this text run needs a prompt: give --prompt")
     labels = torch.full((n,), label, dtype=torch.long) if label is not None else torch.arange(n) % K
-    return Condition(labels=labels)
+    return label_condition(cfg, labels, encoder)
 
 
-def load_model(path: Path | str, ema: bool = True, device: str = "auto") -> LoadedModel:
-    """A run folder (its latest checkpoint) or a step folder -> network with (EMA) weights, in eval mode."""
+TASK_MISMATCH = {
+    "diffusion": "{run} is a noise-aware classifier (difflab train-classifier), not a generative model: sample a "
+                 "diffusion run and name this one with --classifier",
+    "classifier": "{run} is a diffusion model, not a classifier: --classifier takes a run of difflab train-classifier",
+}
+
+
+def load_model(path: Path | str, ema: bool = True, device: str = "auto", task: str = "diffusion") -> LoadedModel:
+    """A run folder (its latest checkpoint) or a step folder -> network with (EMA) weights, in eval mode.
+    ``task``: what the run must be (a diffusion model, or a classifier for guidance)."""
     ckpt = resolve_checkpoint(path)
     run_dir = run_folder(ckpt)
     cfg = RunConfig.load(run_dir)
+    if cfg.task != task:
+        raise DifflabError(TASK_MISMATCH[task].format(run=run_dir))
     network = build_network(cfg.network)
     load_weights(network, ckpt / ("ema.safetensors" if ema else "model.safetensors"))
     step = int(read_json(ckpt / "trainer.json").get("step", 0))
     return LoadedModel(cfg, network.to(resolve_device(device)).eval(), build_process(cfg.process), run_codec(cfg),
                        ckpt, step, run_dir)
+
+
+def check_classifier_fits(model: LoadedModel, classifier: LoadedModel) -> None:
+    """A one-line error unless ``classifier`` was trained on the model's process and data shape (its gradient
+    is taken at the model's x_t and t)."""
+    if classifier.config.process != model.config.process:
+        raise DifflabError(f"the classifier {classifier.run_dir} was trained on process {classifier.config.process}, "
+                           f"the model on {model.config.process}: train the classifier with the model's process "
+                           "options (difflab train-classifier --process ...)")
+    if classifier.spec != model.spec:
+        raise DifflabError(f"the classifier {classifier.run_dir} reads {classifier.spec.kind} {classifier.spec.shape}, "
+                           f"the model makes {model.spec.kind} {model.spec.shape}: train the classifier on the "
+                           "model's data set and image size")

@@ -15,9 +15,10 @@ from tqdm.auto import tqdm
 from difflab.condition import Condition
 from difflab.config import RunConfig
 from difflab.dataspec import DataSpec
-from difflab.denoisers import ClippedDenoiser, Denoiser, NetworkDenoiser
+from difflab.denoisers import ClassifierFreeGuidance, ClassifierGuidance, ClippedDenoiser, Denoiser, NetworkDenoiser
+from difflab.denoisers.guidance import ClassProbabilities
 from difflab.errors import DifflabError
-from difflab.pipelines.run import default_condition, run_codec
+from difflab.pipelines.run import default_condition, is_conditional, run_codec
 from difflab.process import GaussianProcess
 from difflab.resources import check_memory
 from difflab.rng import PerSampleNoise
@@ -28,10 +29,35 @@ from difflab.viz import GRID_SUFFIXES, PLOT_SUFFIXES, plot_points, save_grid
 CLIPPING_SAMPLERS = ("ddpm", "ddim")   # samplers that step through x0_hat, where clamping it to the data range helps
 
 
-def make_denoiser(network: nn.Module, process: GaussianProcess, cfg: RunConfig, clip: bool) -> Denoiser:
-    """The run's network read through its process and target; x0 clamped to the data's range if ``clip``
-    (and the data has a range)."""
+@dataclass(frozen=True)
+class Guidance:
+    """How sampling is steered (denoisers.guidance). scale: the classifier-free guidance scale w (1: the
+    conditional model as trained; 0: the unconditional one), optionally only at times inside ``interval``;
+    classifier: log p(y | x_t) of a noise-aware classifier, its gradient added to the score times
+    ``classifier_scale``."""
+
+    scale: float = 1.0
+    interval: tuple[float, float] | None = None
+    classifier: ClassProbabilities | None = None
+    classifier_scale: float = 1.0
+
+    @property
+    def classifier_free(self) -> bool:
+        return self.scale != 1.0
+
+
+def make_denoiser(network: nn.Module, process: GaussianProcess, cfg: RunConfig, clip: bool,
+                  guidance: Guidance | None = None) -> Denoiser:
+    """The run's network read through its process and target, steered by ``guidance`` (classifier-free, then
+    classifier guidance), its x0 clamped to the data's range if ``clip`` (and the data has a range)."""
     d: Denoiser = NetworkDenoiser(network, process, cfg.objective.target)
+    if guidance is not None and guidance.classifier_free:
+        if not is_conditional(cfg):
+            raise DifflabError("--guidance needs a conditional model (difflab train --class-cond or --text); "
+                               "steer an unconditional one with --classifier")
+        d = ClassifierFreeGuidance(d, guidance.scale, guidance.interval)
+    if guidance is not None and guidance.classifier is not None:
+        d = ClassifierGuidance(d, guidance.classifier, guidance.classifier_scale, inner_reads_labels=cfg.data.class_cond)
     bounds = cfg.spec.clip_range if cfg.spec is not None else None
     return ClippedDenoiser(d, *bounds) if clip and bounds is not None else d
 
@@ -100,9 +126,10 @@ def generate(denoiser: Denoiser, shape: tuple[int, ...], sampler: str, steps: in
 
 def sample_run(network: nn.Module, process: GaussianProcess, cfg: RunConfig, sampler: str, steps: int, n: int,
                seed: int, *, device: torch.device | str = "cpu", clip: bool | None = None,
-               cond: Condition | None = None, **kwargs: Any) -> Generated:
+               cond: Condition | None = None, guidance: Guidance | None = None, **kwargs: Any) -> Generated:
     """generate() for a run's network: its target, its data's shape, the n samples' condition (None: the run's
-    default, its classes cycled; pass a null Condition for unconditional samples of a conditional run), x0
+    default, its classes cycled; pass a null Condition for unconditional samples of a conditional run), the
+    ``guidance`` that steers it (None: the model as trained), x0
     clipped by default for data with a range on the samplers that step through x0, and the samples decoded
     by the run's codec into the data's space."""
     codec = run_codec(cfg)
@@ -113,7 +140,7 @@ def sample_run(network: nn.Module, process: GaussianProcess, cfg: RunConfig, sam
     was_training = network.training
     network.eval()
     try:
-        out = generate(make_denoiser(network, process, cfg, clip), codec.model_spec.shape, sampler, steps, n, seed,
+        out = generate(make_denoiser(network, process, cfg, clip, guidance), codec.model_spec.shape, sampler, steps, n, seed,
                        cond=cond, device=device, **kwargs)
     finally:
         network.train(was_training)

@@ -17,8 +17,9 @@ from difflab.config import RunConfig
 from difflab.errors import DifflabError
 from difflab.io import check_output_folder, output_error
 from difflab.networks import build_network
-from difflab.objectives import diffusion_loss
-from difflab.pipelines.run import data_conditions, load_run_data, run_codec
+from difflab.objectives import classifier_loss, diffusion_loss
+from difflab.pipelines.run import data_conditions, grid_condition, load_run_data, run_codec, text_encoder
+from difflab.pipelines.classifier import ACCURACY, write_classifier_accuracy
 from difflab.pipelines.sample import sample_run, save_samples
 from difflab.process import GaussianProcess, build_process
 from difflab.training import Hook, Trainer, read_log, resolve_device
@@ -39,9 +40,12 @@ class TrainResult:
 
 
 def make_loss(process: GaussianProcess, cfg: RunConfig):
-    """The trainer's loss_fn: the diffusion objective on a batch, with the batch's conditions."""
+    """The trainer's loss_fn: the diffusion objective on a batch with the batch's conditions, or a classifier
+    run's cross-entropy on its labels."""
+    loss = classifier_loss if cfg.task == "classifier" else diffusion_loss
+
     def loss_fn(model: nn.Module, x: Tensor, cond: Condition | None, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        return diffusion_loss(model, process, cfg.objective, x, cond, generator)
+        return loss(model, process, cfg.objective, x, cond, generator)
     return loss_fn
 
 
@@ -84,8 +88,10 @@ def train(cfg: RunConfig, run_dir: Path | str, resume: bool = False, progress: b
     run_dir = Path(run_dir)
     check_output_folder(run_dir, "--resume" if resume else "--out")
     data = load_run_data(cfg)
-    conditions = data_conditions(cfg, data)
-    cfg = cfg.resolved(data.spec, data.num_classes if conditions is not None else None)
+    encoder = text_encoder(cfg) if cfg.data.text_encoder is not None and cfg.task == "diffusion" else None
+    conditions = data_conditions(cfg, data, encoder)
+    labelled = cfg.data.class_cond or cfg.task == "classifier"
+    cfg = cfg.resolved(data.spec, data.num_classes if labelled else None, encoder.dim if encoder else None)
     codec = run_codec(cfg)
     if data.spec != codec.data_spec:
         raise DifflabError(f"the data ({data.spec.kind} {data.spec.shape}) do not fit the run's config "
@@ -100,11 +106,18 @@ def train(cfg: RunConfig, run_dir: Path | str, resume: bool = False, progress: b
     torch.manual_seed(cfg.trainer.seed)     # the initial weights depend on --seed alone
     network = build_network(cfg.network)
 
+    p = cfg.preview
+    preview, nrow = (None, None) if cfg.task == "classifier" else grid_condition(cfg, p.n, encoder, conditions)
+
     def on_sample(step: int, ema_model: nn.Module) -> None:
-        p = cfg.preview
-        samples = sample_run(ema_model, process, cfg, p.sampler, p.steps, p.n, p.seed, device=trainer.device).x
-        save_samples(samples, run_dir / "samples" / f"step_{step:07d}.png", codec.data_spec)
-        save_samples(samples, run_dir / "samples.png", codec.data_spec)
+        if cfg.task == "classifier":        # a classifier's "samples": its accuracy on held-out data by noise level
+            write_classifier_accuracy(ema_model, process, cfg, run_dir / ACCURACY, step)
+        else:
+            n = len(preview) if preview is not None else p.n
+            samples = sample_run(ema_model, process, cfg, p.sampler, p.steps, n, p.seed, device=trainer.device,
+                                 cond=preview).x
+            save_samples(samples, run_dir / "samples" / f"step_{step:07d}.png", codec.data_spec, nrow=nrow)
+            save_samples(samples, run_dir / "samples.png", codec.data_spec, nrow=nrow)
         plot_loss_curve(read_log(run_dir / LOG), run_dir / "loss.png")
 
     hooks = [Hook(cfg.trainer.sample_every, on_sample)]

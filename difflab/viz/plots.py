@@ -70,6 +70,23 @@ def _show(ax, img: np.ndarray) -> None:
     ax.set_yticks([])
 
 
+def plot_tradeoff(panels: Sequence[tuple[str, str, Sequence[float], Sequence[float]]], labels: Sequence[str],
+                  path: Path | str, title: str = "") -> Path:
+    """Curves through labelled points, one panel per (x name, y name, xs, ys): e.g. FID against Inception Score
+    as the guidance scale (the labels) grows, the fidelity/diversity trade-off."""
+    fig = Figure(figsize=(4.2 * len(panels), 3.6))
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    for ax, (x_name, y_name, xs, ys) in zip(axes, panels):
+        ax.plot(xs, ys, "o-", lw=1.2, ms=4)
+        for x, y, label in zip(xs, ys, labels):
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set(xlabel=x_name, ylabel=y_name)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
 def plot_image_rows(rows: Sequence[tuple[str, Tensor]], times: Sequence[float], path: Path | str,
                     title: str = "") -> Path:
     """A strip of images: each row (label, (K, C, H, W)) against K columns titled with their times."""

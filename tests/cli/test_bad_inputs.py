@@ -144,7 +144,7 @@ CASES = [
     (["sample", "--checkpoint", "{run}", "--n", "1000000000", "--out", "{tmp}/big.png"], ["--n", "GB"], "{tmp}/big.png"),
     (["sample", "--checkpoint", "{run}", "--sampler", "heun", "--eta", "0.5"], ["--eta"], None),
     (["sample", "--checkpoint", "{run}", "--t-min", "2", "--out", "{tmp}/t.png"], ["--t-min"], "{tmp}/t.png"),
-    (["sample", "--checkpoint", "{run}", "--label", "3", "--out", "{tmp}/l.png"], ["--label", "class-conditional"],
+    (["sample", "--checkpoint", "{run}", "--label", "3", "--out", "{tmp}/l.png"], ["--class", "class-conditional"],
      "{tmp}/l.png"),
     (["sample", "--checkpoint", "{flipped}", "--out", "{tmp}/f.png"], ["ema.safetensors", "damaged"], "{tmp}/f.png"),
     (["sample", "--checkpoint", "{nan}", "--out", "{tmp}/n.png"], ["ema.safetensors", "NaN", "--raw"], "{tmp}/n.png"),

@@ -13,7 +13,7 @@ from difflab.dataspec import DataSpec
 from difflab.errors import DifflabError
 from difflab.networks import BACKBONES, PRESETS, build_network, network_config
 from difflab.networks.embeddings import LOG_SNR_RANGE, noise_position, sinusoidal_embedding
-from difflab.networks.unet import ResBlock, SelfAttention
+from difflab.networks.unet import CrossAttention, ResBlock, SelfAttention, UNet, UNetConfig
 
 IMAGES = [DataSpec.pixels(1, 8, 8), DataSpec.pixels(3, 16, 16), DataSpec("latents", (4, 8, 8))]
 POINTS = [DataSpec.points(2), DataSpec.points(5)]
@@ -112,3 +112,112 @@ def test_a_network_rejects_condition_fields_it_was_not_built_for():
         net(x, noise, Condition(labels=torch.tensor([1, 2])))
     with pytest.raises(ValueError, match="context"):
         net(x, noise, Condition(context=torch.randn(2, 3, 4), context_mask=torch.ones(2, 3, dtype=torch.bool)))
+
+
+# ------------------------------------------------------------------------------------------------ text conditioning
+E = 16   # the width of the test contexts (a real encoder's is e.g. 384)
+
+
+def text_unet(seed: int = 0, **overrides) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_network(network_config("tiny", IMAGES[0], context_dim=E, **overrides))
+
+
+def perturbed(net: torch.nn.Module) -> torch.nn.Module:
+    """``net`` with its zero-initialised layers (output convolutions, attention projections) made random, so
+    that every path reaches the output."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in net.parameters():
+            if not p.any():
+                p.normal_(0.0, 0.2)
+    return net
+
+
+def prompt_condition(B: int = 3, L: int = 5, lengths: tuple[int, ...] = (5, 2, 0)) -> Condition:
+    mask = torch.arange(L) < torch.tensor(lengths)[:, None]              # (B, L), rows of 5, 2 and 0 tokens
+    return Condition(context=torch.randn(B, L, E), context_mask=mask)
+
+
+def test_a_text_unet_maps_a_batch_to_its_shape_and_is_zero_at_initialisation():
+    net = text_unet()
+    x, noise = torch.randn(3, 1, 8, 8), torch.zeros(3)
+    out = net(x, noise, prompt_condition())
+    assert out.shape == x.shape and torch.equal(out, torch.zeros_like(out))
+    assert any(isinstance(m, CrossAttention) for m in net.modules())
+    attention = CrossAttention(32, context_dim=E, head_channels=8, groups=8)
+    cond = prompt_condition()
+    h = torch.randn(3, 32, 4, 4)
+    torch.testing.assert_close(attention(h, cond.context, cond.context_mask), h, rtol=0, atol=0)
+
+
+def test_masked_tokens_are_ignored_and_an_all_masked_row_is_the_null_condition():
+    net = perturbed(text_unet())
+    x, noise = torch.randn(3, 1, 8, 8), torch.full((3,), 1.5)
+    cond = prompt_condition()
+    out = net(x, noise, cond)
+    assert torch.isfinite(out).all() and out.abs().sum() > 0
+    # other values at every masked position: the same output (row 2 is masked throughout)
+    other = Condition(context=torch.where(cond.context_mask[..., None], cond.context, 1e3 * torch.randn(3, 5, E)),
+                      context_mask=cond.context_mask)
+    torch.testing.assert_close(net(x, noise, other), out, rtol=0, atol=1e-6)
+    # the null condition: dropping every row, a context of another length, or no context at all
+    null = net(x, noise, cond.null_like())
+    torch.testing.assert_close(null[2], out[2], rtol=0, atol=1e-6)
+    torch.testing.assert_close(net(x, noise, Condition(context=torch.randn(3, 9, E),
+                                                        context_mask=torch.zeros(3, 9, dtype=torch.bool))), null,
+                               rtol=0, atol=1e-6)
+    torch.testing.assert_close(net(x, noise, None), null, rtol=0, atol=1e-6)
+    assert not torch.allclose(null[:2], out[:2])
+
+
+def test_an_unmasked_token_changes_the_output():
+    net = perturbed(text_unet())
+    x, noise = torch.randn(3, 1, 8, 8), torch.full((3,), 1.5)
+    cond = prompt_condition()
+    context = cond.context.clone()
+    context[1, 1] += 1.0                                                # the last token of row 1's two
+    out, changed = net(x, noise, cond), net(x, noise, Condition(context=context, context_mask=cond.context_mask))
+    assert not torch.allclose(changed[1], out[1])
+    torch.testing.assert_close(changed[[0, 2]], out[[0, 2]], rtol=0, atol=1e-6)   # rows do not mix
+
+
+def test_a_text_unet_checks_its_context():
+    net = text_unet()
+    x, noise = torch.randn(2, 1, 8, 8), torch.zeros(2)
+    with pytest.raises(ValueError, match="E=16"):
+        net(x, noise, Condition(context=torch.randn(2, 3, E + 1), context_mask=torch.ones(2, 3, dtype=torch.bool)))
+    with pytest.raises(ValueError, match="labels"):
+        net(x, noise, Condition(labels=torch.tensor([1, 2])))
+    with pytest.raises(DifflabError, match="cross_attention_levels"):
+        text_unet(cross_attention_levels=(2,))
+    both = text_unet(num_classes=3)        # labels and a prompt together
+    out = both(x, noise, Condition(labels=torch.tensor([0, 1]), context=torch.randn(2, 3, E),
+                                   context_mask=torch.ones(2, 3, dtype=torch.bool)))
+    assert out.shape == x.shape
+
+
+def test_cross_attention_sits_at_the_chosen_levels_and_the_middle():
+    def placed(net: torch.nn.Module) -> set[str]:
+        return {name for name, m in net.named_modules() if isinstance(m, CrossAttention)}
+
+    # tiny: two levels of one res block; level 1 is down.2 (after down.0 and the stride-2 conv down.1) and
+    # the first num_res_blocks + 1 = 2 decoder stages, up.0 and up.1
+    assert placed(text_unet()) == {"down.2.2", "up.0.2", "up.1.2", "mid_cross"}
+    assert placed(text_unet(cross_attention_levels=(0,))) == {"down.0.2", "up.3.2", "up.4.2", "mid_cross"}
+    assert placed(text_unet(cross_attention_levels=())) == {"mid_cross"}
+
+
+def test_a_unet_without_text_has_the_parameters_it_always_had():
+    """The keys and shapes of a 0.1 run's weights (tests/fixtures/legacy_v0_1): old checkpoints still load."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    run = Path(__file__).parents[1] / "fixtures" / "legacy_v0_1" / "digits-ddpm-classcond"
+    network = json.loads((run / "config.json").read_text())["network"]
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in network.items() if k != "kind"}
+    net = UNet(UNetConfig(**fields))
+    saved = load_file(str(run / "checkpoints" / "step_0000030" / "model.safetensors"))
+    assert {k: tuple(v.shape) for k, v in net.state_dict().items()} == {k: tuple(v.shape) for k, v in saved.items()}
+    assert net.mid_cross is None and not any(isinstance(m, CrossAttention) for m in net.modules())
