@@ -176,14 +176,13 @@ def requested_condition(cfg: RunConfig, n: int, *, label: int | None = None, pro
     return Request(cond, labels, nrow)
 
 
-def grid_condition(cfg: RunConfig, n: int, encoder: TextEncoder | None = None,
-                   examples: Condition | None = None) -> tuple[Condition | None, int | None]:
-    """The condition of a preview picture of about n samples and its row length: a row per class for a run
-    conditioned on classes; for a text run on other data the first n ``examples`` (the training captions)."""
+def preview_request(cfg: RunConfig, n: int, encoder: TextEncoder | None = None,
+                    examples: Condition | None = None) -> Request:
+    """What the pictures and evaluations drawn while training ask for: a row per class for a run conditioned on
+    classes; for a text run on other data the first n ``examples`` (the training captions); else nothing."""
     if cfg.data.text_encoder is not None and cfg.data.dataset not in DIGIT_SETS and examples is not None:
-        return examples[:n], None
-    request = requested_condition(cfg, n, encoder=encoder)
-    return request.cond, request.nrow
+        return Request(examples[:n], None, None)
+    return requested_condition(cfg, n, encoder=encoder)
 
 
 def default_condition(cfg: RunConfig, n: int, label: int | None = None,

@@ -18,7 +18,7 @@ from difflab.errors import DifflabError
 from difflab.io import check_output_folder, output_error
 from difflab.networks import build_network
 from difflab.objectives import classifier_loss, diffusion_loss
-from difflab.pipelines.run import data_conditions, grid_condition, load_run_data, run_codec, text_encoder
+from difflab.pipelines.run import Request, data_conditions, load_run_data, preview_request, run_codec, text_encoder
 from difflab.pipelines.classifier import ACCURACY, write_classifier_accuracy
 from difflab.pipelines.sample import sample_run, save_samples
 from difflab.process import GaussianProcess, build_process
@@ -49,10 +49,12 @@ def make_loss(process: GaussianProcess, cfg: RunConfig):
     return loss_fn
 
 
-def eval_hook(cfg: RunConfig, process: GaussianProcess, run_dir: Path) -> Callable[[int, nn.Module], None]:
+def eval_hook(cfg: RunConfig, process: GaussianProcess, run_dir: Path,
+              asked: Request) -> Callable[[int, nn.Module], None]:
     """A hook that measures the EMA model's samples (drawn like the preview grids) and appends to eval.jsonl
     (replacing a line of the same step, so a hook run again after a kill leaves one line per step). The
-    feature extractor is built once, here, so each evaluation costs the sampling and one feature pass."""
+    feature extractor is built once, here, so each evaluation costs the sampling and one feature pass.
+    ``asked``: what a conditional run's samples are asked for (then the asked-for class's accuracy is logged too)."""
     from difflab.metrics import MetricOptions
     from difflab.pipelines.evaluate import evaluate, run_extractor
 
@@ -62,9 +64,9 @@ def eval_hook(cfg: RunConfig, process: GaussianProcess, run_dir: Path) -> Callab
     path = run_dir / EVAL_LOG
 
     def hook(step: int, ema_model: nn.Module) -> None:
-        result = evaluate(ema_model, process, cfg, sampler=p.sampler, steps=p.steps, n=e.n, seed=p.seed,
+        result = evaluate(ema_model, process, cfg, sampler=p.sampler, steps=p.steps, n=asked.n or e.n, seed=p.seed,
                           extractor=extractor, metric_options=MetricOptions(fid_resamples=e.fid_resamples),
-                          device=device, step=step)
+                          device=device, step=step, cond=asked.cond, labels=asked.labels)
         try:
             truncate_log(path, step - 1)
             with open(path, "a") as f:
@@ -73,7 +75,8 @@ def eval_hook(cfg: RunConfig, process: GaussianProcess, run_dir: Path) -> Callab
             raise output_error(path, err) from None
         tqdm.write(f"step {step}: FID {result.report.fid:.4f}, KID {result.report.kid_mean:.5f}, "
                    f"IS {result.report.is_mean:.3f}, precision {result.report.precision:.3f}, "
-                   f"recall {result.report.recall:.3f}")
+                   f"recall {result.report.recall:.3f}"
+                   + (f", accuracy {result.accuracy['accuracy']:.3f}" if result.accuracy else ""))
     return hook
 
 
@@ -107,22 +110,22 @@ def train(cfg: RunConfig, run_dir: Path | str, resume: bool = False, progress: b
     network = build_network(cfg.network)
 
     p = cfg.preview
-    preview, nrow = (None, None) if cfg.task == "classifier" else grid_condition(cfg, p.n, encoder, conditions)
+    preview = Request(None, None, None) if cfg.task == "classifier" else preview_request(cfg, p.n, encoder, conditions)
 
     def on_sample(step: int, ema_model: nn.Module) -> None:
         if cfg.task == "classifier":        # a classifier's "samples": its accuracy on held-out data by noise level
             write_classifier_accuracy(ema_model, process, cfg, run_dir / ACCURACY, step)
         else:
-            n = len(preview) if preview is not None else p.n
-            samples = sample_run(ema_model, process, cfg, p.sampler, p.steps, n, p.seed, device=trainer.device,
-                                 cond=preview).x
-            save_samples(samples, run_dir / "samples" / f"step_{step:07d}.png", codec.data_spec, nrow=nrow)
-            save_samples(samples, run_dir / "samples.png", codec.data_spec, nrow=nrow)
+            samples = sample_run(ema_model, process, cfg, p.sampler, p.steps, preview.n or p.n, p.seed,
+                                 device=trainer.device, cond=preview.cond).x
+            save_samples(samples, run_dir / "samples" / f"step_{step:07d}.png", codec.data_spec, nrow=preview.nrow)
+            save_samples(samples, run_dir / "samples.png", codec.data_spec, nrow=preview.nrow)
         plot_loss_curve(read_log(run_dir / LOG), run_dir / "loss.png")
 
     hooks = [Hook(cfg.trainer.sample_every, on_sample)]
     if cfg.evaluation.every:
-        hooks.append(Hook(cfg.evaluation.every, eval_hook(cfg, process, run_dir), at_end=True))
+        asked = preview_request(cfg, cfg.evaluation.n, encoder, conditions)
+        hooks.append(Hook(cfg.evaluation.every, eval_hook(cfg, process, run_dir, asked), at_end=True))
     trainer = Trainer(network, make_loss(process, cfg), codec.encode(data.data), conditions, cfg.trainer, run_dir,
                       hooks=hooks)
     if found is not None:

@@ -74,7 +74,7 @@ def plot_tradeoff(panels: Sequence[tuple[str, str, Sequence[float], Sequence[flo
                   path: Path | str, title: str = "") -> Path:
     """Curves through labelled points, one panel per (x name, y name, xs, ys): e.g. FID against Inception Score
     as the guidance scale (the labels) grows, the fidelity/diversity trade-off."""
-    fig = Figure(figsize=(4.2 * len(panels), 3.6))
+    fig = Figure(figsize=(4.6 * len(panels), 3.8), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(panels)))
     for ax, (x_name, y_name, xs, ys) in zip(axes, panels):
         ax.plot(xs, ys, "o-", lw=1.2, ms=4)
