@@ -2,9 +2,10 @@
 conditional score in closed form (denoisers.mixture.class_mixture).
 
 Distribution checks: sliced Wasserstein-2 (64 directions) between N guided samples and N exact draws of the
-class; the floor is the same distance between two exact draws of N. For N = 8000 the floor measured 0.02-0.04
-over these seeds; TOL = 0.06 sits well below what a wrong answer gives (the unguided model's samples, all
-classes together, read 0.5 and more: test_tolerance_rejects_the_unguided_model).
+class; the floor is the same distance between two exact draws of N. For N = 8000 the floor measured
+0.007-0.019 over 10 pairs of draws, the guided samplers 0.013-0.018 (all within the floor's range);
+TOL = 0.04, about twice the largest floor. The unguided model's samples (all classes together) read 0.77
+(test_tolerance_rejects_the_unguided_model).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from difflab.rng import GeneratorNoise
 from difflab.samplers import get_sampler, time_grid
 
 N = 8000
-TOL = 0.06
+TOL = 0.04
 LABEL = 1
 
 
