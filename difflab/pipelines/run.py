@@ -83,8 +83,8 @@ def data_captions(data: ArrayDataset) -> list[str]:
     image folder read from its metadata.jsonl."""
     if data.name in DIGIT_SETS and data.labels is not None:
         return digit_captions(data.labels, seed=CAPTION_SEED)
-    if data.files is not None and data.root is not None:
-        return read_metadata_captions(Path(data.root), data.files)
+    if data.files is not None:                   # an image folder: its name is its path
+        return read_metadata_captions(Path(data.name), list(data.files))
     raise DifflabError(f"a text run needs captions: the built-in digit sets ({', '.join(DIGIT_SETS)}) have them, "
                        f"an image folder gets them from metadata.jsonl; {data.name!r} has none")
 

@@ -181,3 +181,31 @@ def test_a_text_run_reads_prompts_and_guides_with_the_empty_prompt(text_run, cap
     assert rc == 0, err                                      # a digit set's text run: prompts naming the class
     rc, out, err = cli(capsys, "sample", "--checkpoint", str(text_run), "--prompt", "7", "--class", "7", "--quiet")
     assert_one_line_error(rc, err, "--prompt", "--class")
+
+
+def test_a_text_run_on_an_image_folder_reads_metadata_jsonl(text_run, tmp_path, capsys):
+    """Captions of an image folder come from metadata.jsonl (the Hugging Face imagefolder convention)."""
+    import numpy as np
+
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+        lines.append(json.dumps({"file_name": f"{i:02d}.png", "text": "a red square" if i % 2 else "a blue circle"}))
+    (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    rc, _, err = cli(capsys, "train", "--dataset", str(folder), "--image-size", "8", "--text", "--steps", "2",
+                     "--batch-size", "4", "--preview-steps", "2", "--out", str(out), "--quiet")
+    assert rc == 0 and (out / "samples.png").is_file(), err
+    rc, _, err = cli(capsys, "sample", "--checkpoint", str(out), "--n", "2", "--steps", "2", "--quiet",
+                     "--out", str(tmp_path / "s.png"))
+    assert_one_line_error(rc, err, "--prompt")            # no classes to fall back on: a prompt is needed
+    rc, _, err = cli(capsys, "sample", "--checkpoint", str(out), "--prompt", "a red square", "--n", "2", "--steps", "2",
+                     "--quiet", "--out", str(tmp_path / "s.png"))
+    assert rc == 0, err
+    (folder / "metadata.jsonl").write_text(lines[0] + "\n")
+    rc, _, err = cli(capsys, "train", "--dataset", str(folder), "--image-size", "8", "--text", "--steps", "2",
+                     "--out", str(tmp_path / "run2"), "--quiet")
+    assert_one_line_error(rc, err, "metadata.jsonl")
