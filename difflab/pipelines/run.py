@@ -102,6 +102,16 @@ def data_conditions(cfg: RunConfig, data: ArrayDataset, encoder: TextEncoder | N
     return Condition(labels=data.labels)
 
 
+def condition_classes(cfg: RunConfig) -> int | None:
+    """How many classes a conditional run can be asked for: its labels' classes, or the digits of a text run on
+    a digit set (prompts naming them); None otherwise."""
+    if cfg.data.class_cond:
+        return num_classes(cfg)
+    if cfg.data.text_encoder is not None and cfg.data.dataset in DIGIT_SETS:
+        return len(DIGIT_CLASS_NAMES)
+    return None
+
+
 def class_rows(K: int, n: int) -> Tensor:
     """Labels for a grid with a row per class: max(1, round(n / K)) samples of each of the K classes, in
     class order (so K x that many samples, not exactly n)."""
@@ -148,9 +158,7 @@ def requested_condition(cfg: RunConfig, n: int, *, label: int | None = None, pro
             raise DifflabError("give --prompt or --class, not both")
         cond = (encoder or text_encoder(cfg)).encode([prompt] * n)
         return Request(cond, None, None)
-    K = num_classes(cfg) if cfg.data.class_cond else None
-    if text and cfg.data.dataset in DIGIT_SETS:
-        K = len(DIGIT_CLASS_NAMES)
+    K = condition_classes(cfg)
     if classes is not None:
         if K is not None and K != classes:
             raise DifflabError(f"the classifier tells {classes} classes apart and the model {K}: train the classifier "
@@ -185,17 +193,15 @@ def preview_request(cfg: RunConfig, n: int, encoder: TextEncoder | None = None,
     return requested_condition(cfg, n, encoder=encoder)
 
 
-def default_condition(cfg: RunConfig, n: int, label: int | None = None,
-                      encoder: TextEncoder | None = None) -> Condition | None:
-    """The condition of n samples of a conditional run: ``label`` for all, else the classes cycled 0, 1, ...,
-    K-1 (for a text run on a digit set, prompts naming them); None for an unconditional run."""
+def default_condition(cfg: RunConfig, n: int, encoder: TextEncoder | None = None) -> Condition | None:
+    """The condition of n samples of a conditional run: its classes cycled 0, 1, ..., K-1 (for a text run on a
+    digit set, prompts naming them); None for an unconditional run."""
     if not is_conditional(cfg):
         return None
-    K = num_classes(cfg) or (len(DIGIT_CLASS_NAMES) if cfg.data.dataset in DIGIT_SETS else None)
+    K = condition_classes(cfg)
     if K is None:
         raise DifflabError("this text run needs a prompt: give --prompt")
-    labels = torch.full((n,), label, dtype=torch.long) if label is not None else torch.arange(n) % K
-    return label_condition(cfg, labels, encoder)
+    return label_condition(cfg, torch.arange(n) % K, encoder)
 
 
 TASK_MISMATCH = {
