@@ -9,6 +9,7 @@
     blas.py              single-threaded BLAS for small matrices
     report.py            MetricsReport: the numbers, their uncertainty, JSON and a table
     evaluate.py          build_extractor and compute_metrics: the entry points
+    restoration.py       PSNR and SSIM of a restored image against its reference (torchmetrics, imported lazily)
 """
 
 from difflab.metrics.classifier import BUILTIN_DATASETS, builtin_classifier, builtin_extractor
@@ -20,10 +21,11 @@ from difflab.metrics.inception_score import inception_score
 from difflab.metrics.kid import kernel_inception_distance
 from difflab.metrics.precision_recall import precision_recall
 from difflab.metrics.report import MetricsReport
+from difflab.metrics.restoration import psnr, ssim
 from difflab.metrics.stats_cache import ReferenceStats, reference_stats
 
 __all__ = ["BUILTIN_DATASETS", "FEATURE_KINDS", "Extracted", "FeatureExtractor", "MetricOptions", "MetricsReport",
            "ReferenceStats", "build_extractor", "builtin_classifier", "builtin_extractor", "compute_metrics",
            "default_weights_path", "feature_statistics", "fid_from_features", "frechet_distance",
            "inception_extractor", "inception_score", "kernel_inception_distance", "load_inception",
-           "precision_recall", "reference_stats"]
+           "precision_recall", "psnr", "reference_stats", "ssim"]

@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from difflab.denoisers.mixture import GaussianMixtureDenoiser
 from difflab.errors import DifflabError, one_line
 from difflab.restoration.operators import Operator
+
+if TYPE_CHECKING:                      # only a type here: restoration loads without the denoisers package
+    from difflab.denoisers.mixture import GaussianMixtureDenoiser
 
 
 @dataclass(frozen=True, eq=False)
