@@ -119,10 +119,15 @@ class ClassifierGuidance:
         pred = self.inner(x, t, cond if self.inner_reads_labels else cond.without_labels())
         if self.scale == 0:
             return pred
-        d = self.scale * self.gradient(x, t, cond.labels)                         # s grad_x log p(y | x_t)
-        c = pred.coeffs
-        shift = c.alpha > 0                                                      # nothing to guide where alpha = 0
-        safe_alpha = torch.where(shift, c.alpha, torch.ones_like(c.alpha))
-        eps = pred.eps - torch.where(shift, c.sigma * d, torch.zeros_like(d))    # eps - sigma d
-        x0 = pred.x0 + torch.where(shift, c.sigma**2 / safe_alpha * d, torch.zeros_like(d))   # Tweedie
-        return Prediction(x0, eps, c)
+        return score_shifted(pred, self.scale * self.gradient(x, t, cond.labels))   # s grad_x log p(y | x_t)
+
+
+def score_shifted(pred: Prediction, d: Tensor) -> Prediction:
+    """The prediction whose score is pred.score + d (d (B, ...)): eps - sigma d and, by Tweedie,
+    x0 + sigma^2 / alpha d, so x_t = alpha x0 + sigma eps still holds. Where alpha = 0 (or d is not finite,
+    e.g. a weight that is infinite there) nothing is shifted: x_t carries no information to steer by."""
+    c = pred.coeffs
+    shift = (c.alpha > 0) & torch.isfinite(d)
+    d = torch.where(shift, d, torch.zeros_like(d))
+    safe_alpha = torch.where(c.alpha > 0, c.alpha, torch.ones_like(c.alpha))
+    return Prediction(pred.x0 + c.sigma**2 / safe_alpha * d, pred.eps - c.sigma * d, c)

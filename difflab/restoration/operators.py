@@ -143,7 +143,7 @@ class AveragePool(Operator):
         return F.avg_pool2d(x, self.factor)
 
     def baseline(self, y: Tensor, image_shape: tuple[int, ...]) -> Tensor:
-        return upsample(y, image_shape[-1])
+        return upsample(y, tuple(image_shape[-2:]))
 
 
 @dataclass(frozen=True)
@@ -174,10 +174,11 @@ class GaussianBlur(Operator):
         return F.conv2d(x, k, padding=self.size // 2, groups=C)
 
 
-def upsample(y: Tensor, size: int) -> Tensor:
-    """A low-resolution image (B, C, h, w) brought to size x size by bicubic interpolation (SR3's input and
-    the super-resolution baseline)."""
-    return F.interpolate(y, size=(size, size), mode="bicubic", align_corners=False)
+def upsample(y: Tensor, size: int | tuple[int, int]) -> Tensor:
+    """A low-resolution image (B, C, h, w) brought to size (H, W) (an int: square) by bicubic interpolation
+    (SR3's input and the super-resolution baseline)."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    return F.interpolate(y, size=size, mode="bicubic", align_corners=False)
 
 
 def box_mask(height: int, width: int) -> Tensor:

@@ -14,7 +14,7 @@ from torch import Tensor
 from difflab.condition import Condition
 from difflab.denoisers.base import Denoiser, Prediction
 from difflab.errors import DifflabError
-from difflab.process.base import REVERSE_VARIANCES, as_time, expand_to
+from difflab.process.base import REVERSE_VARIANCES, GaussianProcess, as_time, expand_to
 from difflab.rng import Noise
 from difflab.samplers.base import Callback, CountingDenoiser, SampleResult, check_grid, require_noise, run_grid
 
@@ -31,9 +31,15 @@ def sample_ddpm(denoiser: Denoiser, x: Tensor, ts: Tensor, *, noise: Noise | Non
     process = denoiser.process
 
     def step(x: Tensor, pred: Prediction, t: float, s: float) -> Tensor:
-        t_, s_ = as_time(t), as_time(s)
-        mean, _ = process.posterior(x, pred.x0, t_, s_)
-        var = process.reverse_variance(t_, s_, variance)
-        return mean + expand_to(var.sqrt(), x) * noise.randn_like(x)          # x_s = mu + sigma z
+        return ancestral_step(process, x, pred, t, s, noise, variance)
 
     return run_grid(CountingDenoiser(denoiser), x, check_grid(ts), step, cond, callback)
+
+
+def ancestral_step(process: GaussianProcess, x: Tensor, pred: Prediction, t: float, s: float, noise: Noise,
+                   variance: str = "posterior") -> Tensor:
+    """One ancestral step t -> s < t: x_s = mu(x_t, x0_hat) + sqrt(var) z (Ho et al. 2020, Algorithm 2, line 4)."""
+    t_, s_ = as_time(t), as_time(s)
+    mean, _ = process.posterior(x, pred.x0, t_, s_)
+    var = process.reverse_variance(t_, s_, variance)
+    return mean + expand_to(var.sqrt(), x) * noise.randn_like(x)              # x_s = mu + sigma z

@@ -26,22 +26,27 @@ S_MAX_FOR_INFINITE = 80.0
 
 
 def time_grid(process: GaussianProcess, steps: int, spacing: str = "uniform", t_min: float | None = None,
-              rho: float = KARRAS_RHO) -> Tensor:
-    """(steps + 1,) decreasing times from process.t_max down to t_min, then 0."""
+              rho: float = KARRAS_RHO, t_max: float | None = None) -> Tensor:
+    """(steps + 1,) decreasing times from t_max (default: the process's; lower for SDEdit, which starts from a
+    partly noised image) down to t_min, then 0."""
     if steps < 1:
         raise DifflabError(f"--steps must be at least 1, got {steps}")
     if spacing not in SPACINGS:
         raise DifflabError(f"unknown time spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
     t_min = process.t_min if t_min is None else t_min
-    if not 0.0 < t_min < process.t_max:
-        raise DifflabError(f"--t-min must lie in (0, {process.t_max}), got {t_min}")
-    ts = process.snap_times(increasing_times(process, steps, spacing, t_min, rho))
+    t_max = process.t_max if t_max is None else t_max
+    if not 0.0 < t_max <= process.t_max:
+        raise DifflabError(f"the grid's first time must lie in (0, {process.t_max}], got {t_max}")
+    if not 0.0 < t_min < t_max:
+        raise DifflabError(f"--t-min must lie in (0, {t_max}), got {t_min}")
+    ts = process.snap_times(increasing_times(process, steps, spacing, t_min, rho, t_max))
     return torch.cat([ts.flip(0), torch.zeros(1, dtype=torch.float64)])
 
 
-def increasing_times(process: GaussianProcess, steps: int, spacing: str, t_min: float, rho: float) -> Tensor:
-    """(steps,) times from t_min up to t_max (a single step gives [t_max])."""
-    t_max = process.t_max
+def increasing_times(process: GaussianProcess, steps: int, spacing: str, t_min: float, rho: float,
+                     t_max: float | None = None) -> Tensor:
+    """(steps,) times from t_min up to t_max (default the process's; a single step gives [t_max])."""
+    t_max = process.t_max if t_max is None else t_max
     if steps == 1:
         return torch.tensor([t_max], dtype=torch.float64)
     u = torch.linspace(0.0, 1.0, steps, dtype=torch.float64)
