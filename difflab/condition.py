@@ -100,13 +100,14 @@ class Condition:
         return replace(self, labels=labels, context_mask=context_mask)
 
 
-def check_condition(cond: Condition | None, reader: str, labels: bool = False, context: bool = False) -> None:
+def check_condition(cond: Condition | None, reader: str, labels: bool = False, context: bool = False,
+                    image: bool = False) -> None:
     """Raise ValueError if ``cond`` carries a field that ``reader`` (a network, an exact model) was not built to
-    read (``labels``, ``context``: whether it reads them)."""
+    read (``labels``, ``context``, ``image``: whether it reads them)."""
     if cond is None:
         return
     unread = [name for name, present, read in (("labels", cond.labels is not None, labels),
                                                ("context", cond.context is not None, context),
-                                               ("image", cond.image is not None, False)) if present and not read]
+                                               ("image", cond.image is not None, image)) if present and not read]
     if unread:
         raise ValueError(f"this {reader} was not built to read the condition's {', '.join(unread)}")

@@ -1,7 +1,8 @@
 """U-Net for images (Ho et al. 2020; Dhariwal & Nichol 2021): residual blocks with GroupNorm and SiLU,
 multi-head self-attention at chosen levels, a sinusoidal noise-level embedding and an optional class
 embedding; optional text conditioning by cross-attention to a context of token embeddings (Rombach et al.
-2022, LDM); and its presets."""
+2022, LDM); optional image conditioning by channels concatenated to the input (SR3, Saharia et al. 2021);
+and its presets."""
 
 from __future__ import annotations
 
@@ -45,6 +46,8 @@ class UNetConfig(LevelsConfig):
     context_dim: int | None = None             # E of a text context (B, L, E) to cross-attend to; None: no text
     cross_attention_levels: tuple[int, ...] = (1,)  # levels with cross-attention (and always the middle block),
                                                     # used only when context_dim is set
+    cond_channels: int = 0                     # channels of cond.image concatenated to x before conv_in (SR3's
+                                               # upsampled low-resolution image); 0: no image
 
     def fitted(self, spec: DataSpec, num_classes: int | None = None) -> UNetConfig:
         """This config sized for examples of ``spec`` ((C, H, W) pixels or latents)."""
@@ -166,10 +169,13 @@ class CrossAttention(nn.Module):
 
 class UNet(Network):
     """eps/x0/v/... predictor f(x, noise, cond): x (B, C, H, W), noise (B,) noise levels, cond with (B,) labels
-    and/or a context (B, L, E) with its mask (B, L), or None -> (B, C_out, H, W).
+    and/or a context (B, L, E) with its mask (B, L) and/or an image (B, cond_channels, H, W), or None
+    -> (B, C_out, H, W).
 
     A U-Net built with ``context_dim`` cross-attends to the context after the self-attention of each level in
     ``cross_attention_levels`` and in the middle block; without a context it reads the null condition.
+    A U-Net built with ``cond_channels`` reads conv_in([x; image]) (SR3): the image is part of its input, so
+    every call must carry one.
     """
 
     def __init__(self, config: UNetConfig) -> None:
@@ -183,9 +189,11 @@ class UNet(Network):
             if outside:
                 raise ValueError(f"cross_attention_levels {outside} are not levels of channel_mults "
                                  f"{cfg.channel_mults}")
+        if cfg.cond_channels < 0:
+            raise ValueError(f"cond_channels must be >= 0, got {cfg.cond_channels}")
         emb_dim = 4 * ch0
         self.embed = NoiseClassEmbedding(ch0, emb_dim, cfg.num_classes, cfg.noise_input)
-        self.conv_in = nn.Conv2d(cfg.in_channels, ch0, 3, padding=1)
+        self.conv_in = nn.Conv2d(cfg.in_channels + cfg.cond_channels, ch0, 3, padding=1)
 
         def block(c_in: int, c_out: int) -> ResBlock:
             return ResBlock(c_in, c_out, emb_dim, cfg.dropout, groups)
@@ -223,15 +231,17 @@ class UNet(Network):
     def forward(self, x: Tensor, noise: Tensor, cond: Condition | None = None) -> Tensor:
         if x.ndim != 4 or x.shape[1] != self.config.in_channels:
             raise ValueError(f"UNet expects (B, {self.config.in_channels}, H, W), got {tuple(x.shape)}")
-        check_condition(cond, "U-Net", labels=bool(self.config.num_classes), context=bool(self.config.context_dim))
+        check_condition(cond, "U-Net", labels=bool(self.config.num_classes), context=bool(self.config.context_dim),
+                        image=bool(self.config.cond_channels))
         emb = self.embed(noise, cond)                               # (B, 4 C0)
         context = self.read_context(x, cond)                        # ((B, L, E), (B, L)) or None
+        image = self.read_image(x, cond)                            # (B, C_cond, H, W) or None
 
         def run(stage: nn.ModuleList, h: Tensor) -> Tensor:
             h = stage[1](stage[0](h, emb))
             return stage[2](h, *context) if len(stage) == 3 else h
 
-        h = self.conv_in(x)                                         # (B, C0, H, W)
+        h = self.conv_in(x if image is None else torch.cat([x, image], dim=1))   # (B, C0, H, W)
         hs = [h]
         for layer in self.down:
             if isinstance(layer, nn.ModuleList):
@@ -262,3 +272,17 @@ class UNet(Network):
         if cond.context.shape[0] != B or cond.context.shape[2] != E:
             raise ValueError(f"this U-Net reads a context (B={B}, L, E={E}), got {tuple(cond.context.shape)}")
         return cond.context.to(device=x.device, dtype=x.dtype), cond.context_mask.to(x.device)
+
+    def read_image(self, x: Tensor, cond: Condition | None) -> Tensor | None:
+        """The image (B, cond_channels, H, W) concatenated to x, on x's device and dtype; None for a U-Net built
+        without cond_channels."""
+        C = self.config.cond_channels
+        if not C:
+            return None
+        expected = (x.shape[0], C, *x.shape[-2:])
+        image = cond.image if cond is not None else None
+        if image is None or tuple(image.shape) != expected:
+            got = "none" if image is None else tuple(image.shape)
+            raise ValueError(f"this U-Net reads an image condition of shape {expected} (e.g. the upsampled "
+                             f"low-resolution image of super-resolution), got {got}")
+        return image.to(device=x.device, dtype=x.dtype)
