@@ -2,7 +2,8 @@
 
 :meth:`RunConfig.resolved` is the one place where the rules that fill a run's configuration live: the
 network preset and size for the data, every process option written out, the flow path's t_max for targets
-that divide by alpha, the time sampling for the process. :func:`migrate` reads configs of older versions.
+that divide by alpha, the time sampling for the process, the image channels a super-resolution run's network
+reads. :func:`migrate` reads configs of older versions.
 """
 
 from __future__ import annotations
@@ -41,10 +42,17 @@ class DataConfig:
     channels: int | None = None      # 1 (gray) or 3 (RGB); None: the dataset's own
     class_cond: bool = False         # train a class-conditional model on the dataset's labels
     text_encoder: str | None = None  # train a text-conditional model on captions, read by this frozen encoder
+    sr_scale: int | None = None      # super-resolution (SR3): condition on the images average-pooled by this
+                                     # factor and upsampled back; None: not a super-resolution run
 
     def __post_init__(self) -> None:
         if self.class_cond and self.text_encoder is not None:
             raise DifflabError("--class-cond and --text each say what the model is conditioned on: choose one")
+        if self.sr_scale is not None:
+            if self.sr_scale < 2:
+                raise DifflabError(f"--scale is a super-resolution factor of 2 or more, got {self.sr_scale}")
+            if self.text_encoder is not None:
+                raise DifflabError("--task sr conditions on a low-resolution image, not on captions: drop --text")
 
 
 @dataclass(frozen=True)
@@ -98,15 +106,36 @@ class RunConfig:
                 and "t_max" in process_options(process.name)):
             process = build_process({**self.process, "t_max": T_MAX_FOR_ALPHA_DIVIDING_TARGETS})
         objective = self.objective.resolved(process)
-        conditional = self.task == "diffusion" and bool(num_classes or context_dim)
+        sr = self.data.sr_scale
+        if sr is not None:
+            self._check_super_resolution(spec)
+        conditional = self.task == "diffusion" and bool(num_classes or context_dim)   # on something it may drop
         if objective.cond_drop is None:
             objective = replace(objective, cond_drop=DEFAULT_COND_DROP if conditional else 0.0)
         elif objective.cond_drop and not conditional:
+            if sr is not None:
+                raise DifflabError("--cond-drop does not apply to --task sr alone: the low-resolution image is never "
+                                   "dropped; leave it out (or add --class-cond to drop the labels)")
             raise DifflabError("--cond-drop drops the condition of a conditional model: add --class-cond or --text")
-        network = self.network or network_config(self.model, spec, num_classes, role=ROLES[self.task],
-                                                 **({"context_dim": context_dim} if context_dim else {}))
+        overrides = {"context_dim": context_dim} if context_dim else {}
+        if sr is not None:
+            overrides["cond_channels"] = spec.shape[0]      # SR3: the upsampled low-resolution image, as many channels
+        network = self.network or network_config(self.model, spec, num_classes, role=ROLES[self.task], **overrides)
         return replace(self, model=resolve_preset(self.model, spec, ROLES[self.task]), network=network, process=process.config(),
                        objective=objective, codec=codec.config(), spec=spec, version=__version__)
+
+    def _check_super_resolution(self, spec: DataSpec) -> None:
+        """A one-line error unless a super-resolution run can be trained on data of ``spec``."""
+        f = self.data.sr_scale
+        if self.task != "diffusion":
+            raise DifflabError(f"--task sr trains a diffusion model; a {self.task} run takes no --scale")
+        if spec.kind != "pixels":
+            raise DifflabError(f"--task sr needs images, and this data is {spec.kind} {spec.shape}: use an image "
+                               "data set")
+        check_sr_scale(f, *spec.shape[1:])
+        if self.evaluation.every:
+            raise DifflabError("--eval-every measures unconditional samples, which a super-resolution run does not "
+                               "draw: leave it out and score restorations with difflab restore")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -167,7 +196,8 @@ def migrate(d: dict[str, Any]) -> dict[str, Any]:
     0.1: networks read the process time t (now the log-SNR; ``noise_input`` says which), and the data
     description was implicit in the network config (a U-Net: pixels in [-1, 1]; an MLP: points).
     0.1 and 0.2: no text conditioning (U-Nets without cross-attention), no condition dropout, every run a
-    diffusion model."""
+    diffusion model.
+    0.1 to 0.3: no super-resolution runs (U-Nets read no image channels)."""
     d = dict(d)
     version = str(d.get("version", "0.1.0"))
     if version.startswith(("0.1.", "0.2.")):
@@ -178,6 +208,11 @@ def migrate(d: dict[str, Any]) -> dict[str, Any]:
             d["objective"] = {"cond_drop": 0.0, **d["objective"]}
         if isinstance(d.get("network"), dict):
             d["network"] = {**V02_ADDED_FIELDS.get(d["network"].get("kind"), {}), **d["network"]}
+    if version.startswith(("0.1.", "0.2.", "0.3.")):
+        if isinstance(d.get("data"), dict):
+            d["data"] = {"sr_scale": None, **d["data"]}
+        if isinstance(d.get("network"), dict):
+            d["network"] = {**V03_ADDED_FIELDS.get(d["network"].get("kind"), {}), **d["network"]}
     if version.startswith("0.1."):
         d.setdefault("codec", {"name": "identity"})
         network = dict(d.get("network") or {})
@@ -191,9 +226,18 @@ def migrate(d: dict[str, Any]) -> dict[str, Any]:
 
 # The network fields 0.3 added, by backbone, with the values a network of 0.1 or 0.2 had (frozen).
 V02_ADDED_FIELDS = {"unet": {"context_dim": None, "cross_attention_levels": []}}
+# The network fields 0.4 added, by backbone, with the values a network of 0.1 to 0.3 had (frozen).
+V03_ADDED_FIELDS = {"unet": {"cond_channels": 0}}
 # The data a 0.1 network modelled, read off its config (the backbones of 0.1 and their keys; frozen).
 V01_SPECS = {"unet": lambda n: DataSpec.pixels(n["in_channels"], n["image_size"], n["image_size"]),
              "mlp": lambda n: DataSpec.points(n["dim"])}
+
+
+def check_sr_scale(scale: int, height: int, width: int) -> None:
+    """A one-line error unless super-resolution by ``scale`` fits images of height x width (each side a multiple)."""
+    if height % scale or width % scale:
+        raise DifflabError(f"--scale {scale} does not divide the {height}x{width} images: use --image-size with a "
+                           f"multiple of {scale} (e.g. {max(scale, height // scale * scale)}) or another --scale")
 
 
 def updated(obj: Any, **changes: Any) -> Any:
