@@ -136,12 +136,14 @@ class Sampling:
 def resolve_sampling(a: argparse.Namespace) -> Sampling:
     """Load the run (and its classifier) and check the sampling options; every mistake is a one-line DifflabError."""
     from difflab.denoisers import NetworkClassifier
-    from difflab.pipelines.run import check_classifier_fits, is_conditional, load_model, num_classes, \
-        requested_condition
+    from difflab.pipelines.run import NEEDS_RESTORE, check_classifier_fits, is_conditional, load_model, \
+        num_classes, requested_condition
     from difflab.pipelines.sample import Guidance
 
     options = chosen_options(a, a.sampler)
     model = load_model(a.checkpoint, ema=not a.raw, device=a.device)
+    if model.config.data.sr_scale is not None:          # it restores images rather than drawing them from noise
+        raise DifflabError(NEEDS_RESTORE.format(run=model.run_dir))
     device = next(model.network.parameters()).device
     ws = a.guidance if a.guidance is not None else [1.0]
     if a.guidance is not None and not is_conditional(model.config):

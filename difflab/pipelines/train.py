@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,20 @@ def make_loss(process: GaussianProcess, cfg: RunConfig):
     def loss_fn(model: nn.Module, x: Tensor, cond: Condition | None, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         return loss(model, process, cfg.objective, x, cond, generator)
     return loss_fn
+
+
+def restoration_rows(inputs: Tensor, restored: Tensor, truth: Tensor) -> tuple[Tensor, int]:
+    """The picture of n restorations (each (n, C, H, W)): rows of k = ceil(sqrt(n)) examples in threes, the
+    upsampled low-resolution inputs, their restorations, the truth (a short last row padded with white).
+    Returns the images in grid order and k, the row length."""
+    n = len(restored)
+    k = math.ceil(math.sqrt(n))
+    rows = []
+    for start in range(0, n, k):
+        for images in (inputs, restored, truth):
+            row = images[start:start + k].to(restored)
+            rows += [row, row.new_ones(k - len(row), *row.shape[1:])]
+    return torch.cat(rows), k
 
 
 def eval_hook(cfg: RunConfig, process: GaussianProcess, run_dir: Path,
@@ -110,7 +125,10 @@ def train(cfg: RunConfig, run_dir: Path | str, resume: bool = False, progress: b
     network = build_network(cfg.network)
 
     p = cfg.preview
-    preview = Request(None, None, None) if cfg.task == "classifier" else preview_request(cfg, p.n, encoder, conditions)
+    # a super-resolution run previews restorations of the held-out images (what it has not trained on)
+    heldout = load_run_data(cfg, split="test") if cfg.data.sr_scale is not None else None
+    examples = data_conditions(cfg, heldout) if heldout is not None else conditions
+    preview = Request(None, None, None) if cfg.task == "classifier" else preview_request(cfg, p.n, encoder, examples)
 
     def on_sample(step: int, ema_model: nn.Module) -> None:
         if cfg.task == "classifier":        # a classifier's "samples": its accuracy on held-out data by noise level
@@ -118,8 +136,11 @@ def train(cfg: RunConfig, run_dir: Path | str, resume: bool = False, progress: b
         else:
             samples = sample_run(ema_model, process, cfg, p.sampler, p.steps, preview.n or p.n, p.seed,
                                  device=trainer.device, cond=preview.cond).x
-            save_samples(samples, run_dir / "samples" / f"step_{step:07d}.png", codec.data_spec, nrow=preview.nrow)
-            save_samples(samples, run_dir / "samples.png", codec.data_spec, nrow=preview.nrow)
+            nrow = preview.nrow
+            if heldout is not None:
+                samples, nrow = restoration_rows(preview.cond.image, samples, heldout.data[:len(samples)])
+            save_samples(samples, run_dir / "samples" / f"step_{step:07d}.png", codec.data_spec, nrow=nrow)
+            save_samples(samples, run_dir / "samples.png", codec.data_spec, nrow=nrow)
         plot_loss_curve(read_log(run_dir / LOG), run_dir / "loss.png")
 
     hooks = [Hook(cfg.trainer.sample_every, on_sample)]
