@@ -90,18 +90,18 @@ def data_captions(data: ArrayDataset) -> list[str]:
                        f"an image folder gets them from metadata.jsonl; {data.name!r} has none")
 
 
-def low_resolution_condition(y: Tensor, size: int) -> Condition:
+def low_resolution_condition(y: Tensor, size: int | tuple[int, int]) -> Condition:
     """What a super-resolution (SR3) network reads for a low-resolution measurement y (B, C, h, w): y brought
-    back to size x size by bicubic interpolation, Condition(image=(B, C, size, size))."""
+    back to the images' size (H, W) (an int: square) by bicubic interpolation, Condition(image=(B, C, H, W))."""
     return Condition(image=upsample(y, size))
 
 
 def sr_conditions(cfg: RunConfig, images: Tensor) -> Condition:
     """The condition of each of ``images`` (N, C, H, W) in a super-resolution run of factor f = cfg.data.sr_scale:
-    low_resolution_condition(A x, H) with A the f x f average pooling (the clean measurement, as SR3 trains)."""
+    low_resolution_condition(A x, (H, W)) with A the f x f average pooling (the clean measurement, as SR3 trains)."""
     f, (H, W) = cfg.data.sr_scale, images.shape[-2:]
     check_sr_scale(f, H, W)
-    return low_resolution_condition(AveragePool(f)(images), H)
+    return low_resolution_condition(AveragePool(f)(images), (H, W))
 
 
 def data_conditions(cfg: RunConfig, data: ArrayDataset, encoder: TextEncoder | None = None) -> Condition | None:
