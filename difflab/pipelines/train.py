@@ -125,9 +125,11 @@ def train(cfg: RunConfig, run_dir: Path | str, resume: bool = False, progress: b
     network = build_network(cfg.network)
 
     p = cfg.preview
-    # a super-resolution run previews restorations of the held-out images (what it has not trained on)
-    heldout = load_run_data(cfg, split="test") if cfg.data.sr_scale is not None else None
-    examples = data_conditions(cfg, heldout) if heldout is not None else conditions
+    heldout, examples = None, conditions
+    if cfg.data.sr_scale is not None:   # restorations of held-out images, spread over the split (it may be sorted)
+        test = load_run_data(cfg, split="test")
+        rows = torch.linspace(0, len(test) - 1, min(p.n, len(test))).round().long()
+        heldout, examples = test.data[rows], data_conditions(cfg, test)[rows]
     preview = Request(None, None, None) if cfg.task == "classifier" else preview_request(cfg, p.n, encoder, examples)
 
     def on_sample(step: int, ema_model: nn.Module) -> None:
@@ -138,7 +140,7 @@ def train(cfg: RunConfig, run_dir: Path | str, resume: bool = False, progress: b
                                  device=trainer.device, cond=preview.cond).x
             nrow = preview.nrow
             if heldout is not None:
-                samples, nrow = restoration_rows(preview.cond.image, samples, heldout.data[:len(samples)])
+                samples, nrow = restoration_rows(preview.cond.image, samples, heldout[:len(samples)])
             save_samples(samples, run_dir / "samples" / f"step_{step:07d}.png", codec.data_spec, nrow=nrow)
             save_samples(samples, run_dir / "samples.png", codec.data_spec, nrow=nrow)
         plot_loss_curve(read_log(run_dir / LOG), run_dir / "loss.png")
