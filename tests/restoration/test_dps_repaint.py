@@ -11,6 +11,8 @@ tolerances sit between them and the reference that must be beaten (the unguided 
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 import torch
 
@@ -76,7 +78,7 @@ def test_repaint_keeps_the_known_pixels_exactly(task, shape):
                                                    (1, 1, 4)])
 def test_repaint_schedule_walks_from_steps_to_zero_one_index_at_a_time(steps, jump, resample):
     path = repaint_schedule(steps, jump, resample)
-    moves = [b - a for a, b in zip(path[:-1], path[1:])]
+    moves = [b - a for a, b in pairwise(path)]
     assert path[0] == steps and path[-1] == 0
     assert max(path) == steps and min(path) == 0
     assert set(moves) <= {-1, 1}

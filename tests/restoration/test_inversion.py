@@ -17,7 +17,6 @@ from difflab.metrics.sliced_wasserstein import projection_directions, sliced_w2
 from difflab.process import build_process
 from difflab.process.base import as_time
 from difflab.restoration.inversion import ddim_decode, ddim_invert, sdedit_start, slerp
-from difflab.rng import GeneratorNoise
 from difflab.samplers import sample_ddim, time_grid
 
 IMAGE = (1, 8, 8)
