@@ -34,7 +34,7 @@ from difflab.denoisers.dps import PosteriorSampling
 from difflab.denoisers.mixture import GaussianMixtureDenoiser, bench_mixture
 from difflab.metrics.sliced_wasserstein import projection_directions, sliced_w2
 from difflab.process import build_process
-from difflab.restoration.operators import build_operator
+from difflab.operators import build_operator
 from difflab.restoration.posterior import mixture_posterior
 from difflab.rng import GeneratorNoise
 from difflab.samplers import get_sampler, time_grid

@@ -18,21 +18,23 @@ FOUNDATION = {"difflab", "errors", "io", "rng", "condition", "dataspec", "resour
 ALLOWED: dict[str, set[str]] = {
     "errors": set(), "rng": set(), "condition": set(), "dataspec": set(), "io": set(), "resources": set(),
     "process": set(),
+    "operators": set(),
     "networks": set(),
     "data": set(),
     "training": set(),
     "text": set(),
     "parameterization": {"process", "networks"},
     "codecs": {"networks"},
-    "denoisers": {"process", "parameterization"},
+    "denoisers": {"process", "parameterization", "operators"},
     "objectives": {"process", "parameterization"},
     "samplers": {"process", "denoisers"},
     "likelihood": {"process", "denoisers"},
+    "restoration": {"operators", "process", "denoisers", "samplers"},
     "metrics": {"data"},
     "viz": {"process"},
     "config": {"codecs", "networks", "objectives", "process", "training"},
     "pipelines": {"codecs", "config", "data", "denoisers", "likelihood", "metrics", "networks", "objectives",
-                  "parameterization", "process", "samplers", "text", "training", "viz"},
+                  "operators", "parameterization", "process", "restoration", "samplers", "text", "training", "viz"},
 }
 ALLOWED["cli"] = set(ALLOWED) - {"cli"}
 PROCESS_NAMES = ("ddpm", "vp", "ve", "flow")

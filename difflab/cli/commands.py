@@ -16,6 +16,10 @@ COMMANDS: dict[str, Command] = {
     "train": Command("difflab.cli.train", "train a diffusion model"),
     "train-classifier": Command("difflab.cli.train", "train a noise-aware classifier for classifier guidance"),
     "sample": Command("difflab.cli.sample", "draw samples from a trained run"),
+    "restore": Command("difflab.cli.restore", "restore measured images: inpainting, super-resolution, deblurring "
+                       "(DPS, RePaint, SR3)"),
+    "invert": Command("difflab.cli.restore", "DDIM inversion of images to noise, and interpolation between them"),
+    "edit": Command("difflab.cli.restore", "SDEdit: variations of an image by noising it part way and denoising"),
     "eval": Command("difflab.cli.evaluate", "measure a trained run: FID, KID, IS, precision/recall, bits/dim"),
     "schedule": Command("difflab.cli.plots", "plot alpha_bar_t and the SNR of the DDPM schedules"),
     "noise": Command("difflab.cli.plots", "draw the forward process on training images"),

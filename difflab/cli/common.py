@@ -49,9 +49,18 @@ def scales(text: str) -> list[float]:
     return [finite_float(part) for part in parts]
 
 
+def positive_ints(text: str) -> list[int]:
+    """An argparse type: one whole number >= 1 or several separated by commas ("10,50,200")."""
+    parts = [part.strip() for part in text.split(",")]
+    if not all(parts):
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}")
+    return [positive_int(part) for part in parts]
+
+
 # The argument types the commands use, by name (the parser records in cli/parser_cache.py name them).
 TYPES = {"int": int, "float": float, "str": str, "positive_int": positive_int, "nonneg_int": nonneg_int,
-         "finite_float": finite_float, "scales": scales}
+         "finite_float": finite_float, "scales": scales,
+         "positive_ints": positive_ints}
 
 
 def option(parser: argparse.ArgumentParser, flag: str, help: str, default: Any = None, **kw: Any) -> None:

@@ -30,7 +30,7 @@ from difflab.denoisers.base import Denoiser, Prediction
 from difflab.denoisers.guidance import score_shifted
 from difflab.errors import DifflabError
 from difflab.process.base import as_time, expand_to
-from difflab.restoration.operators import Operator
+from difflab.operators import Operator
 
 DPS_RULES = ("paper", "gaussian")
 PAPER_STEPS = 1000            # T of the DDPM grid the paper's step size zeta is defined on (Algorithm 1)

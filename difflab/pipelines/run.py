@@ -23,7 +23,7 @@ from difflab.errors import DifflabError
 from difflab.io import read_json
 from difflab.networks import build_network
 from difflab.process import GaussianProcess, build_process
-from difflab.restoration.operators import AveragePool, upsample
+from difflab.operators import AveragePool, upsample
 from difflab.text import TextEncoder, digit_captions, read_metadata_captions
 from difflab.training import resolve_device
 from difflab.training.checkpoint import load_weights, resolve_checkpoint, run_folder

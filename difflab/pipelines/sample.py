@@ -47,9 +47,10 @@ class Guidance:
 
 
 def make_denoiser(network: nn.Module, process: GaussianProcess, cfg: RunConfig, clip: bool,
-                  guidance: Guidance | None = None) -> Denoiser:
+                  guidance: Guidance | None = None, wrap: Callable[[Denoiser], Denoiser] | None = None) -> Denoiser:
     """The run's network read through its process and target, steered by ``guidance`` (classifier-free, then
-    classifier guidance), its x0 clamped to the data's range if ``clip`` (and the data has a range)."""
+    classifier guidance) and ``wrap`` (e.g. posterior sampling for a measurement), its x0 clamped to the data's
+    range if ``clip`` (and the data has a range)."""
     d: Denoiser = NetworkDenoiser(network, process, cfg.objective.target)
     if guidance is not None and guidance.classifier_free:
         if not is_conditional(cfg):
@@ -58,6 +59,8 @@ def make_denoiser(network: nn.Module, process: GaussianProcess, cfg: RunConfig, 
         d = ClassifierFreeGuidance(d, guidance.scale, guidance.interval)
     if guidance is not None and guidance.classifier is not None:
         d = ClassifierGuidance(d, guidance.classifier, guidance.classifier_scale, inner_reads_labels=cfg.data.class_cond)
+    if wrap is not None:
+        d = wrap(d)
     bounds = cfg.spec.clip_range if cfg.spec is not None else None
     return ClippedDenoiser(d, *bounds) if clip and bounds is not None else d
 
@@ -117,11 +120,16 @@ def generate(denoiser: Denoiser, shape: tuple[int, ...], sampler: str, steps: in
         for bar in bars:
             bar.close()
     x = torch.cat(out)
+    check_finite(x, f"samples ({sampler}, {steps} steps)")
+    return Generated(x, nfe, time.perf_counter() - t0)
+
+
+def check_finite(x: Tensor, what: str) -> None:
+    """A one-line error if any of the images or points x (N, ...) hold NaN or infinite values."""
     bad = int((~torch.isfinite(x.flatten(1)).all(1)).sum())
     if bad:
-        raise DifflabError(f"{bad} of {n} samples hold NaN or infinite values ({sampler}, {steps} steps): the model or "
-                           "the sampler diverges; try more --steps or another --sampler, or check the weights")
-    return Generated(x, nfe, time.perf_counter() - t0)
+        raise DifflabError(f"{bad} of {len(x)} {what} hold NaN or infinite values: the model or the sampler "
+                           "diverges; try more --steps or another --sampler, or check the weights")
 
 
 def sample_run(network: nn.Module, process: GaussianProcess, cfg: RunConfig, sampler: str, steps: int, n: int,

@@ -1,11 +1,15 @@
-"""Restoration and editing with a trained model: measurement operators of inverse problems (inpainting,
-super-resolution, deblurring, denoising) and the exact posterior of Gaussian-mixture data under them.
+"""Restoration and editing with a trained model, on the measurement operators of ``difflab.operators``
+(inpainting, super-resolution, deblurring, denoising). DPS is a denoiser wrapper (``denoisers.dps``) and RePaint
+a sampler (``samplers.repaint``); this package holds what sits above them:
 
-    operators.py   y = A(x) + sigma_y n: the operators, their adjoints and matrices, trivial baselines
+    inversion.py   DDIM inversion, spherical interpolation of noises, SDEdit's start
     posterior.py   p(x_0 | y) of Gaussian-mixture data in closed form: the reference restorations are tested against
 """
 
-from difflab.restoration.operators import TASKS, Operator, build_operator
 from difflab.restoration.posterior import GaussianMixturePosterior, mixture_posterior
 
-__all__ = ["GaussianMixturePosterior", "Operator", "TASKS", "build_operator", "mixture_posterior"]
+# How a run restores measured images (difflab.pipelines.restore): diffusion posterior sampling, RePaint, or an
+# SR3 run's own conditional model.
+METHODS = ("dps", "repaint", "sr3")
+
+__all__ = ["GaussianMixturePosterior", "METHODS", "mixture_posterior"]

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from difflab.errors import DifflabError, one_line
-from difflab.restoration.operators import Operator
+from difflab.operators import Operator
 
 if TYPE_CHECKING:                      # only a type here: restoration loads without the denoisers package
     from difflab.denoisers.mixture import GaussianMixtureDenoiser
@@ -96,15 +96,12 @@ def mixture_posterior(mixture: GaussianMixtureDenoiser, operator: Operator, y: T
     its first: pass ``operator.rows(slice(i, i + 1))`` for image i.
     """
     shape = tuple(mixture.example_shape)
-    if len(shape) != 3:
-        raise DifflabError(f"the exact posterior needs a mixture of images (C, H, W), not of shape {shape}; "
-                           "give a 2-D point set example_shape (1, 1, 2)")
     if not sigma_y >= 0:
         raise DifflabError(f"sigma_y must be >= 0, got {sigma_y}")
     try:
         measured_shape = tuple(operator(torch.zeros(1, *shape, dtype=torch.float64)).shape[1:])
         A = operator.matrix(shape)                                              # (M, D)
-    except (RuntimeError, ValueError) as error:
+    except (RuntimeError, ValueError, IndexError) as error:
         raise DifflabError(f"the {operator.name} operator does not fit images {shape}: {one_line(error)}") from None
     if tuple(y.shape) not in (measured_shape, (1, *measured_shape)):
         raise DifflabError(f"y of shape {tuple(y.shape)} is not one measurement of the {operator.name} operator on "

@@ -90,15 +90,25 @@ def plot_tradeoff(panels: Sequence[tuple[str, str, Sequence[float], Sequence[flo
 def plot_image_rows(rows: Sequence[tuple[str, Tensor]], times: Sequence[float], path: Path | str,
                     title: str = "") -> Path:
     """A strip of images: each row (label, (K, C, H, W)) against K columns titled with their times."""
-    K = len(times)
+    return plot_labelled_rows(rows, path, [f"t={t:.3g}" for t in times], title)
+
+
+def plot_labelled_rows(rows: Sequence[tuple[str, Tensor]], path: Path | str,
+                       column_titles: Sequence[str] | None = None, title: str = "") -> Path:
+    """Rows of images, each (label, (K_r, C, H, W)) with its label on the left; columns optionally titled.
+    A row shorter than the longest leaves its last cells empty."""
+    K = max(len(imgs) for _, imgs in rows)
     fig = Figure(figsize=(1.1 * K + 1.2, 1.2 * len(rows) + 0.5))
     axes = np.atleast_2d(fig.subplots(len(rows), K, squeeze=False))
     for r, (label, imgs) in enumerate(rows):
         arr = to_uint8(imgs)
         for k in range(K):
-            _show(axes[r, k], arr[k])
-            if r == 0:
-                axes[r, k].set_title(f"t={times[k]:.3g}", fontsize=8)
+            if k < len(arr):
+                _show(axes[r, k], arr[k])
+            else:
+                axes[r, k].axis("off")
+            if r == 0 and column_titles is not None:
+                axes[r, k].set_title(column_titles[k], fontsize=8)
         axes[r, 0].set_ylabel(label, fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)

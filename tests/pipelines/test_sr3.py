@@ -27,7 +27,7 @@ from difflab.errors import DifflabError
 from difflab.objectives import DiffusionObjective
 from difflab.pipelines.run import (data_conditions, load_model, load_run_data, low_resolution_condition,
                                    preview_request)
-from difflab.restoration.operators import upsample
+from difflab.operators import upsample
 
 DIGITS, RGB, MOONS = DataSpec.pixels(1, 8, 8), DataSpec.pixels(3, 16, 16), DataSpec.points(2)
 LEGACY = Path(__file__).parents[1] / "fixtures" / "legacy_v0_1"

@@ -11,7 +11,7 @@ import torch
 from difflab.denoisers.mixture import GaussianMixtureDenoiser, bench_mixture
 from difflab.errors import DifflabError
 from difflab.process.sde import VPProcess
-from difflab.restoration.operators import build_operator
+from difflab.operators import build_operator
 from difflab.restoration.posterior import mixture_posterior
 
 

@@ -212,9 +212,7 @@ def build_operator(task: str, image_shape: tuple[int, ...], n: int = 1, *, seed:
                    fraction: float = DEFAULT_FRACTION, blur_size: int = DEFAULT_BLUR_SIZE,
                    blur_width: float = DEFAULT_BLUR_WIDTH) -> Operator:
     """The operator of ``task`` (one of TASKS) for n images of ``image_shape`` (C, H, W)."""
-    if len(image_shape) != 3:
-        raise DifflabError(f"restoration tasks work on images (C, H, W), not data of shape {tuple(image_shape)}")
-    _, H, W = image_shape
+    H, W = image_shape[-2:]
     if task == "denoise":
         return Identity()
     if task == "inpaint-box":
