@@ -34,15 +34,18 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--dps-scale", type=float, default=0.1)
     p.add_argument("--tasks", default=",".join(NOISE))
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     a = p.parse_args()
     torch.manual_seed(0)
-    model = load_model(a.checkpoint, device="cpu")
-    sr_models = {f"sr{m.config.data.sr_scale}": m for m in (load_model(r, device="cpu") for r in a.sr)}
+    model = load_model(a.checkpoint, device=a.device)
+    device = next(model.network.parameters()).device
+    sr_models = {f"sr{m.config.data.sr_scale}": m for m in (load_model(r, device=a.device) for r in a.sr)}
     truth = input_images(model, ["held-out"], a.n)
-    features = feature_network(model)
+    features = feature_network(model, device)
     how = Sampling("ddpm", a.steps)
     print(f"{len(truth)} held-out images of {model.config.data.dataset}, {model.run_dir} (step {model.step}); "
-          f"DPS paper rule zeta = {a.dps_scale} and SR3 on ddpm with {a.steps} steps, RePaint jump 10 resample 10\n")
+          f"DPS paper rule zeta = {a.dps_scale} and SR3 on ddpm with {a.steps} steps, RePaint jump 10 resample 10, "
+          f"on {device}\n")
     print("| task | sigma_y | method | PSNR (dB) | SSIM | residual | FID | NFE | seconds |")
     print("|---|---|---|---|---|---|---|---|---|")
     for task in a.tasks.split(","):
@@ -51,10 +54,10 @@ def main() -> None:
         y = measure(op, truth, sigma_y)
         rows = [("baseline", op.baseline(y, tuple(truth.shape[1:])).clamp(-1, 1), 0, 0.0)]
         for method in ("dps", "repaint") if op.mask is not None else ("dps",):
-            out = restore(model, method, op, y, sigma_y, how, scale=a.dps_scale)
+            out = restore(model, method, op, y, sigma_y, how, scale=a.dps_scale, device=device)
             rows.append((method, out.x, out.nfe, out.seconds))
         if task in sr_models:
-            out = restore(sr_models[task], "sr3", op, y, sigma_y, how)
+            out = restore(sr_models[task], "sr3", op, y, sigma_y, how, device=device)
             rows.append(("sr3", out.x, out.nfe, out.seconds))
         for name, x, nfe, seconds in rows:
             m = restoration_metrics(x, truth, y, op, features)

@@ -7,8 +7,8 @@ import argparse
 import json
 from pathlib import Path
 
-from difflab.cli.common import finite_float, option, optional, positive_int, positive_ints
-from difflab.cli.sample import SAMPLER_FLAGS, SPACING_HELP, STEPS_HELP, chosen_options
+from difflab.cli.common import finite_float, option, optional, positive_int, positive_ints, scales
+from difflab.cli.sample import SPACING_HELP, add_grid_flags, chosen_options
 from difflab.errors import DifflabError
 from difflab.io import atomic_write_text, check_output_file, output_error
 from difflab.operators import TASKS
@@ -37,17 +37,7 @@ def add_draw_flags(p: argparse.ArgumentParser, default_sampler: str, default_ste
     """Sampling options; --sampler stays None unless given (RePaint refuses one), ``default_sampler`` applies."""
     optional(p, "--sampler", f"sampler ({', '.join(SAMPLERS)})", default_sampler, choices=tuple(SAMPLERS),
              metavar="NAME")
-    option(p, "--steps", STEPS_HELP, default_steps, type=positive_int)
-    option(p, "--spacing", SPACING_HELP, "uniform", choices=SPACINGS, metavar="NAME")
-    optional(p, "--t-min", "smallest time above 0 on the grid", "the process's t_min", type=finite_float, dest="t_min")
-    option(p, "--seed", "seed of the sampling noise (image i uses its own generator)", 0, type=int)
-    option(p, "--batch-size", "images per batch", 256, type=positive_int)
-    for f in SAMPLER_FLAGS:
-        optional(p, f.flag, f"{f.help}; for {', '.join(f.takers())}", f.defaults(), type=f.type, choices=f.choices,
-                 dest=f.option)
-    p.add_argument("--clip-x0", dest="clip", action=argparse.BooleanOptionalAction, default=None,
-                   help="clamp the x0 prediction to the data's range (default: on for ddpm/ddim on pixels)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_grid_flags(p, default_steps)
 
 
 def configure(name: str, p: argparse.ArgumentParser) -> None:
@@ -95,7 +85,8 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--checkpoint", required=True, metavar="DIR", help="run folder or a step folder")
         p.add_argument("--image", required=True, metavar="FILE", help="the image to edit (or held-out: the first "
                        "test image)")
-        option(p, "--strength", "t0 in (t_min, 1]: how much of the image is noised away", 0.5, type=finite_float)
+        option(p, "--strength", "t0 in (t_min, 1]: how much of the image is noised away; several separated by "
+               "commas (0.2,0.4,0.6) draw a row each", "0.5", type=scales)
         option(p, "--n", "variations", 8, type=positive_int)
         p.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
         option(p, "--device", "auto, cpu, cuda or cuda:N", "auto")
@@ -151,8 +142,9 @@ def run_restore(a: argparse.Namespace) -> None:
     k = min(n, SHOWN)
     rows = [("ground truth", truth[:k]), ("measurement", measurement_picture(operator, y[:k], shape)),
             ("baseline", baseline[:k]), (method, restored.x[:k])]
-    sampler = "repaint" if method == "repaint" else f"{a.sampler}"
-    title = f"{operator.name}, sigma_y = {a.noise:g}: {method} ({sampler}, {restored.nfe} NFE)"
+    sampler = "repaint" if method == "repaint" else a.sampler
+    how = f"jump {a.jump}, resample {a.resample}" if method == "repaint" else sampler
+    title = f"{operator.name}, sigma_y = {a.noise:g}: {method} ({how}, {restored.nfe} NFE)"
     path = plot_labelled_rows(rows, out, title=title)
     record = {"checkpoint": str(model.checkpoint), "task": operator.name, "noise": a.noise, "method": method,
               "sampler": sampler, "steps": a.steps, "nfe": restored.nfe, "seconds": restored.seconds, "seed": a.seed,
@@ -160,7 +152,7 @@ def run_restore(a: argparse.Namespace) -> None:
               "repaint": {"jump": a.jump, "resample": a.resample} if method == "repaint" else None,
               "metrics": results}
     json_path = write_json(out, record)
-    print(f"{n} images, {operator.name} (sigma_y = {a.noise:g}), {method} with {sampler} ({restored.nfe} NFE) in "
+    print(f"{n} images, {operator.name} (sigma_y = {a.noise:g}), {method} ({how}, {restored.nfe} NFE) in "
           f"{restored.seconds:.1f} s -> {path}, {json_path}")
     for name, m in results.items():
         fid = f", FID {m['fid']:.3f}" if "fid" in m else ""
@@ -206,9 +198,12 @@ def run_edit(a: argparse.Namespace) -> None:
     model, device = load(a)
     x = input_images(model, [a.image], 1)[0]
     a.sampler = a.sampler or EDIT_SAMPLER
-    varied = edit(model, x, a.strength, a.n, sampling(a, a.sampler), device)
-    db = float(psnr(varied.x, x[None].expand_as(varied.x)).clamp_max(100).mean())
-    rows = [("input", x[None]), (f"t0 = {a.strength:g}", varied.x)]
-    path = plot_labelled_rows(rows, out, title=f"SDEdit, strength {a.strength:g}, {a.sampler} ({varied.nfe} NFE)")
-    print(f"{a.n} variations at strength {a.strength:g} with {a.sampler} ({varied.nfe} NFE) in {varied.seconds:.1f} s,"
-          f" mean PSNR to the input {db:.2f} dB -> {path}")
+    rows = [("input", x[None])]
+    for strength in a.strength:
+        varied = edit(model, x, strength, a.n, sampling(a, a.sampler), device)
+        db = float(psnr(varied.x, x[None].expand_as(varied.x)).clamp_max(100).mean())
+        rows.append((f"t0 = {strength:g}", varied.x))
+        print(f"{a.n} variations at strength {strength:g} with {a.sampler} ({varied.nfe} NFE) in "
+              f"{varied.seconds:.1f} s, mean PSNR to the input {db:.2f} dB")
+    path = plot_labelled_rows(rows, out, title=f"SDEdit with {a.sampler}, {a.steps} steps from each t0")
+    print(f"-> {path}")

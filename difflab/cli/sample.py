@@ -76,16 +76,8 @@ def add_sampling_flags(p: argparse.ArgumentParser, default_n: int) -> None:
     """The options that say how to draw samples from a run: shared by `difflab sample` and `difflab eval`."""
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="run folder (uses its latest checkpoint) or a step folder")
     option(p, "--sampler", f"sampler ({', '.join(SAMPLERS)})", "ddim", choices=tuple(SAMPLERS), metavar="NAME")
-    option(p, "--steps", STEPS_HELP, 50, type=positive_int)
-    option(p, "--spacing", f"{SPACING_HELP}", "uniform", choices=SPACINGS, metavar="NAME")
-    optional(p, "--t-min", "smallest time above 0 on the grid, where the denoising step starts", "the process's t_min",
-             type=finite_float, dest="t_min")
     option(p, "--n", "number of samples", default_n, type=positive_int)
-    option(p, "--seed", f"seed; sample i uses seed*{SEED_STRIDE} + i", 0, type=int)
-    option(p, "--batch-size", "samples per batch", 256, type=positive_int)
-    for f in SAMPLER_FLAGS:   # None unless given: a sampler rejects options it does not take
-        optional(p, f.flag, f"{f.help}; for {', '.join(f.takers())}", f.defaults(), type=f.type, choices=f.choices,
-                 dest=f.option)
+    add_grid_flags(p, default_steps=50)
     optional(p, "--class", "the class to draw, for a class-conditional run, a text run on a digit set (prompts "
              "naming it) or with --classifier (--label is the same)", "a row of samples per class", type=int,
              dest="label")
@@ -100,10 +92,24 @@ def add_sampling_flags(p: argparse.ArgumentParser, default_n: int) -> None:
              "the samples toward --class", metavar="DIR")
     optional(p, "--classifier-scale", "classifier guidance scale s: score + s grad log p(y | x_t)", "1.0",
              type=finite_float)
-    p.add_argument("--clip-x0", dest="clip", action=argparse.BooleanOptionalAction, default=None,
-                   help="clamp the x0 prediction to the data's range (default: on for ddpm/ddim on pixels)")
     p.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
     option(p, "--device", "auto, cpu, cuda or cuda:N", "auto")
+
+
+def add_grid_flags(p: argparse.ArgumentParser, default_steps: int) -> None:
+    """How a sampler runs, whatever is drawn (samples, restorations, edits): the grid, the seed, the batch size,
+    each sampler's options, clipping, the progress bar."""
+    option(p, "--steps", STEPS_HELP, default_steps, type=positive_int)
+    option(p, "--spacing", f"{SPACING_HELP}", "uniform", choices=SPACINGS, metavar="NAME")
+    optional(p, "--t-min", "smallest time above 0 on the grid, where the denoising step starts", "the process's t_min",
+             type=finite_float, dest="t_min")
+    option(p, "--seed", f"seed; sample i uses seed*{SEED_STRIDE} + i", 0, type=int)
+    option(p, "--batch-size", "samples per batch", 256, type=positive_int)
+    for f in SAMPLER_FLAGS:   # None unless given: a sampler rejects options it does not take
+        optional(p, f.flag, f"{f.help}; for {', '.join(f.takers())}", f.defaults(), type=f.type, choices=f.choices,
+                 dest=f.option)
+    p.add_argument("--clip-x0", dest="clip", action=argparse.BooleanOptionalAction, default=None,
+                   help="clamp the x0 prediction to the data's range (default: on for ddpm/ddim on pixels)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -49,7 +49,7 @@ def input_images(model: LoadedModel, images: Sequence[str], n: int | None = None
     spec = model.codec.data_spec
     if spec.kind != "pixels":
         raise DifflabError(f"restoration works on images; this run models {spec.kind}")
-    C, H, W = spec.shape
+    C, H, _ = spec.shape
     if list(images) == [HELD_OUT]:
         x = load_run_data(model.config, split="test").data
     else:
@@ -153,7 +153,7 @@ def restore(model: LoadedModel, method: str, operator: Operator, y: Tensor, sigm
             denoiser = make_denoiser(model.network, process, model.config, clip)
         elif method == "dps":
             denoiser = make_denoiser(model.network, process, model.config, clip,
-                                     wrap=lambda d: PosteriorSampling(d, op, y_b, sigma_y, scale, rule))
+                                     wrap=lambda d, op=op, y_b=y_b: PosteriorSampling(d, op, y_b, sigma_y, scale, rule))
         else:
             denoiser = make_denoiser(model.network, process, model.config, clip=False)
         with torch.no_grad():

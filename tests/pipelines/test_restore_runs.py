@@ -112,9 +112,10 @@ def test_the_commands_write_pictures_and_json(run, tmp_path, capsys):
     assert rc == 0, err
     image = tmp_path / "a.png"
     Image.fromarray((input_images(load_model(run), ["held-out"], 1)[0, 0].add(1).mul(127.5)).byte().numpy()).save(image)
-    rc, out, err = cli(capsys, "edit", "--checkpoint", str(run), "--image", str(image), "--strength", "0.5", "--n", "4",
-                       "--steps", "8", "--out", str(tmp_path / "e.png"), "--quiet")
+    rc, out, err = cli(capsys, "edit", "--checkpoint", str(run), "--image", str(image), "--strength", "0.3,0.6",
+                       "--n", "4", "--steps", "8", "--out", str(tmp_path / "e.png"), "--quiet")
     assert rc == 0, err
+    assert out.count("variations at strength") == 2
     assert Image.open(tmp_path / "e.png").size[0] > Image.open(tmp_path / "e.png").size[1]
 
 
