@@ -196,7 +196,7 @@ def run_edit(a: argparse.Namespace) -> None:
 
     out = check_output_file(a.out, "--out", GRID_SUFFIXES)
     model, device = load(a)
-    x = input_images(model, [a.image], 1)[0]
+    x = input_images(model, [a.image], 1, option="--image")[0]
     a.sampler = a.sampler or EDIT_SAMPLER
     rows = [("input", x[None])]
     for strength in a.strength:

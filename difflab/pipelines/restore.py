@@ -43,7 +43,7 @@ def sr_scale(model: LoadedModel) -> int | None:
     return model.config.data.sr_scale
 
 
-def input_images(model: LoadedModel, images: Sequence[str], n: int | None = None) -> Tensor:
+def input_images(model: LoadedModel, images: Sequence[str], n: int | None = None, option: str = "--images") -> Tensor:
     """The images to restore or edit, (N, C, H, W) in [-1, 1] at the run's size and channels: ``held-out`` (the
     run's data set's test split), or image files and folders (read like a data set, all their images)."""
     spec = model.codec.data_spec
@@ -57,13 +57,13 @@ def input_images(model: LoadedModel, images: Sequence[str], n: int | None = None
         for name in images:
             path = Path(name).expanduser()
             if name == HELD_OUT:
-                raise DifflabError(f"--images {HELD_OUT} stands alone: give it or files and folders, not both")
+                raise DifflabError(f"{option} {HELD_OUT} stands alone: give it or files and folders, not both")
             if path.is_dir():
                 parts.append(load_folder(path, split="all", image_size=H, channels=C).data)
             elif path.is_file():
                 parts.append(read_image(path, H, PIL_MODES[C])[None])
             else:
-                raise DifflabError(f"--images {name}: no such file or folder (give image files, folders or "
+                raise DifflabError(f"{option} {name}: no such file or folder (give image files, folders or "
                                    f"{HELD_OUT})")
         x = torch.cat(parts)
     return x[:n] if n is not None else x

@@ -133,6 +133,7 @@ def test_the_commands_write_pictures_and_json(run, tmp_path, capsys):
     (("invert", "--n", "3", "--interpolate", "4"), "two images"),
     (("edit", "--image", "held-out", "--strength", "1.5"), "--strength"),
     (("edit", "--image", "held-out", "--strength", "0"), "--strength"),
+    (("edit", "--image", "no/such.png"), "--image no/such.png"),
 ])
 def test_wrong_inputs_are_one_line_errors(run, tmp_path, capsys, args, needle):
     rc, out, err = cli(capsys, *args, "--checkpoint", str(run), "--out", str(tmp_path / "x.png"))
