@@ -23,6 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "data": set(),
     "training": set(),
     "text": set(),
+    "autoencoder_losses": set(),
     "parameterization": {"process", "networks"},
     "codecs": {"networks"},
     "denoisers": {"process", "parameterization", "operators"},
