@@ -1,9 +1,15 @@
 """A generic training loop: AdamW, warm-up, gradient clipping, EMA, bf16 autocast on CUDA, exact resume.
 
 It knows nothing of diffusion: it minimises the mean of a per-example loss
-``loss_fn(model, x, cond, generator) -> (loss (B,), key (B,))`` and logs the loss in 10 buckets of ``key``
-(in [0, 1]; for diffusion, the noise level t). ``cond`` is the batch's rows of the ``conditions`` it was
-given (anything indexable by a batch of example indices, with ``.to(device)``), or None.
+``loss_fn(model, x, cond, generator) -> (loss (B,), key (B,))`` (or a :class:`Losses`) and logs the loss in 10
+buckets of ``key`` (in [0, 1]; for diffusion, the noise level t). ``cond`` is the batch's rows of the
+``conditions`` it was given (anything indexable by a batch of example indices, with ``.to(device)``), or None.
+
+Adversarial training (a GAN, or an autoencoder with a PatchGAN discriminator as in VQGAN/LDM): given an
+:class:`Adversary` naming the model's submodule that is the second player, the trainer calls
+``loss_fn(model, x, cond, generator, adversarial=step >= adversary.start)``, which returns :class:`Losses`;
+each step it takes the gradient of mean(``main``) over the other parameters only and of mean(``adversary``)
+over the adversary's parameters only, then steps one AdamW for each (the adversary's from ``start`` on).
 """
 
 from __future__ import annotations
@@ -11,9 +17,9 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -33,9 +39,25 @@ class Rows(Protocol):
     def to(self, device: torch.device) -> Any: ...
 
 
-LossFn = Callable[[nn.Module, Tensor, Any, torch.Generator], "tuple[Tensor, Tensor]"]
+@dataclass(frozen=True)
+class Losses:
+    """What a loss function may return instead of ``(loss, key)``: the per-example loss ``main`` (B,) minimised
+    over the main parameters, the log's bucket ``key`` (B,) in [0, 1], the ``adversary``'s loss (any shape; its
+    mean is minimised over the adversary's parameters; None: no adversary step), and scalar ``logs`` (floats or
+    0-d tensors, e.g. d_loss, g_adv, the adaptive weight) averaged over each log window and logged by name."""
+
+    main: Tensor
+    key: Tensor
+    adversary: Tensor | None = None
+    logs: Mapping[str, Tensor | float] = field(default_factory=dict)
+
+
+LossFn = Callable[..., "tuple[Tensor, Tensor] | Losses"]
 LOG = "log.jsonl"
 BUCKETS = 10
+ADVERSARY = "adversary."                # prefix of the adversary optimizer's tensors in trainer.safetensors
+TRAINER_LOGS = ("step", "epoch", "loss", "loss_by_t", "lr", "grad_norm", "img_per_s",
+                "adversary_loss", "adversary_grad_norm", "adversary_lr")
 
 
 @dataclass(frozen=True)
@@ -70,6 +92,32 @@ class TrainerConfig:
             raise DifflabError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
 
 
+@dataclass(frozen=True)
+class Adversary:
+    """The second player of adversarial training: the model's submodule named ``module`` (a dotted path), trained
+    on ``Losses.adversary`` by its own AdamW from step ``start`` on (LDM's disc_start); every other parameter is
+    the main (generator) set. ``lr``, ``weight_decay`` and ``grad_clip`` default to the main ones (None); the
+    adversary's linear warm-up counts ``warmup`` steps from ``start``."""
+
+    module: str = "discriminator"
+    start: int = 0
+    lr: float | None = None
+    warmup: int = 0
+    weight_decay: float | None = None
+    grad_clip: float | None = None          # max global gradient norm of the adversary's parameters (0 = off)
+    betas: tuple[float, float] = (0.9, 0.999)
+
+    def validate(self) -> None:
+        checks = [("start", self.start >= 0, ">= 0"), ("lr", self.lr is None or self.lr > 0, "> 0 or None"),
+                  ("warmup", self.warmup >= 0, ">= 0"),
+                  ("weight_decay", self.weight_decay is None or self.weight_decay >= 0, ">= 0 or None"),
+                  ("grad_clip", self.grad_clip is None or self.grad_clip >= 0, ">= 0 (0 = off) or None"),
+                  ("betas", len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "two values in [0, 1)")]
+        for name, ok, rule in checks:
+            if not ok:
+                raise DifflabError(f"Adversary({name}=...) is out of range: it must be {rule}, got {getattr(self, name)}")
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -98,8 +146,12 @@ class Trainer:
     (sample grids, evaluations) when it is due, after that step's checkpoint."""
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, data: Tensor, conditions: Rows | None,
-                 config: TrainerConfig, run_dir: Path, hooks: Sequence[Hook] = ()) -> None:
+                 config: TrainerConfig, run_dir: Path, hooks: Sequence[Hook] = (),
+                 adversary: Adversary | None = None) -> None:
         config.validate()
+        if adversary is not None:
+            adversary.validate()
+        self.adversary = adversary
         self.config, self.run_dir = config, Path(run_dir)
         self.device = resolve_device(config.device)
         self.autocast = self.device.type == "cuda" and config.precision in ("auto", "bf16")
@@ -110,8 +162,15 @@ class Trainer:
         self.data = data.to(self.device)
         self.conditions = conditions.to(self.device) if conditions is not None else None
         self.order = DataOrder(len(data), config.batch_size, config.seed)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.main_params, self.adv_params = split_parameters(self.model, adversary)
+        self.opt = torch.optim.AdamW(self.main_params, lr=config.lr, weight_decay=config.weight_decay)
+        self.adv_opt = None if adversary is None else torch.optim.AdamW(
+            self.adv_params, lr=self.adv_lr_at(adversary.start), betas=adversary.betas,
+            weight_decay=config.weight_decay if adversary.weight_decay is None else adversary.weight_decay)
         self.ema = EMA(self.model, config.ema_decay)
+        # The EMA averages the main parameters only; its adversary is a copy of the raw one, so that ema.safetensors
+        # loads into the same model (an average of a discriminator is never used).
+        self.ema_adv = [] if adversary is None else list(self.ema.model.get_submodule(adversary.module).parameters())
         self.generator = torch.Generator(self.device).manual_seed(config.seed)
         torch.manual_seed(config.seed)
         self.step = 0
@@ -122,6 +181,10 @@ class Trainer:
         rng = ckpt.rng_states(self.generator)
         meta = {"step": self.step, "ema_updates": self.ema.updates, "optimizer": opt_meta,
                 "epoch": self.order.epoch(self.step), "config": asdict(self.config)}
+        if self.adv_opt is not None:
+            adv_tensors, adv_meta = ckpt.optimizer_state(self.adv_opt)
+            opt_tensors.update({ADVERSARY + k: v for k, v in adv_tensors.items()})
+            meta.update(adversary=asdict(self.adversary), adversary_optimizer=adv_meta)
         try:
             return ckpt.write_checkpoint(self.run_dir, self.step, {
                 "model": self.model.state_dict(), "ema": self.ema.model.state_dict(),
@@ -132,11 +195,20 @@ class Trainer:
     def load(self, path: Path) -> None:
         """Restore everything a checkpoint folder holds, so the run continues bit for bit."""
         meta = read_json(path / "trainer.json")
+        if "adversary_optimizer" in meta and self.adv_opt is None:
+            raise DifflabError(f"{path} was written by an adversarial run (two optimizers) and this run has no "
+                               f"Adversary; resume it with the loss and Adversary it was trained with")
+        if "adversary_optimizer" not in meta and self.adv_opt is not None:
+            raise DifflabError(f"{path} was written by a run without an adversary and this run has one; resume it "
+                               f"without an Adversary, or start the adversarial run afresh")
         ckpt.load_weights(self.model, path / "model.safetensors")
         ckpt.load_weights(self.ema.model, path / "ema.safetensors")
         tensors = ckpt.read_checkpoint_tensors(path / "trainer.safetensors")
         try:
             ckpt.load_optimizer_state(self.opt, tensors, meta["optimizer"])  # moves moments to the params' device
+            if self.adv_opt is not None:
+                adv_tensors = {k[len(ADVERSARY):]: v for k, v in tensors.items() if k.startswith(ADVERSARY)}
+                ckpt.load_optimizer_state(self.adv_opt, adv_tensors, meta["adversary_optimizer"])
             ckpt.set_rng_states(self.generator, tensors)
             self.step, self.ema.updates = int(meta["step"]), int(meta["ema_updates"])
         except (KeyError, ValueError, RuntimeError) as e:
@@ -147,28 +219,82 @@ class Trainer:
     def lr_at(self, step: int) -> float:
         return self.config.lr * min(1.0, (step + 1) / self.config.warmup) if self.config.warmup else self.config.lr
 
-    def train_step(self) -> tuple[Tensor, Tensor, float]:
+    def adv_lr_at(self, step: int) -> float:
+        """The adversary's learning rate at ``step``: 0 before ``start``, then its own linear warm-up."""
+        adv = self.adversary
+        if adv is None or step < adv.start:
+            return 0.0
+        lr = self.config.lr if adv.lr is None else adv.lr
+        return lr * min(1.0, (step - adv.start + 1) / adv.warmup) if adv.warmup else lr
+
+    def train_step(self) -> StepResult:
         idx = self.order.batch(self.step).to(self.device)
         x = self.data[idx]
         cond = self.conditions[idx] if self.conditions is not None else None
+        adversarial = self.adversary is not None and self.step >= self.adversary.start
         self.model.train()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            loss_vec, key = self.loss_fn(self.model, x, cond, self.generator)
-        loss = loss_vec.float().mean()
+            if self.adversary is None:
+                out = self.loss_fn(self.model, x, cond, self.generator)
+            else:
+                out = self.loss_fn(self.model, x, cond, self.generator, adversarial=adversarial)
+        losses = self._as_losses(out)
+        loss = losses.main.float().mean()
         if not torch.isfinite(loss):
             self._stop_nonfinite("loss", float(loss.detach()))
+        adv_loss = losses.adversary.float().mean() if adversarial and losses.adversary is not None else None
+        if adv_loss is not None and not torch.isfinite(adv_loss):
+            self._stop_nonfinite("adversary loss", float(adv_loss.detach()))
+        # Each loss's gradient reaches its own parameters only (``inputs``): the main loss's gradient through the
+        # adversary (e.g. g_adv = -D(G(z))) never lands in the adversary's .grad, and the reverse.
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        clip = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
-        if not math.isfinite(grad_norm):
-            self._stop_nonfinite("gradient norm", grad_norm)
+        if self.adv_opt is None:
+            loss.backward()
+        else:
+            torch.autograd.backward(loss, inputs=self.main_params)
+        grad_norm = self._clip(self.main_params, self.config.grad_clip, "gradient norm")
+        scalars = {k: _scalar(k, v) for k, v in losses.logs.items()}
+        if adv_loss is not None:
+            self.adv_opt.zero_grad(set_to_none=True)
+            try:
+                torch.autograd.backward(adv_loss, inputs=self.adv_params)
+            except RuntimeError as e:
+                if "second time" not in str(e):
+                    raise
+                raise DifflabError("the adversary loss backpropagates through the main loss's graph, which is freed; "
+                                   "compute it from detached outputs (D(fake.detach()))") from None
+            clip = self.config.grad_clip if self.adversary.grad_clip is None else self.adversary.grad_clip
+            adv_grad_norm = self._clip(self.adv_params, clip, "adversary gradient norm")
+            scalars.update(adversary_loss=adv_loss.detach(), adversary_grad_norm=torch.tensor(adv_grad_norm))
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(self.step)
         self.opt.step()
+        if adv_loss is not None:
+            for group in self.adv_opt.param_groups:
+                group["lr"] = self.adv_lr_at(self.step)
+            self.adv_opt.step()
         self.ema.update(self.model)
+        with torch.no_grad():
+            for shadow, param in zip(self.ema_adv, self.adv_params):
+                shadow.copy_(param)
         self.step += 1
-        return loss_vec.detach(), key.detach(), grad_norm
+        return StepResult(losses.main.detach(), losses.key.detach(), grad_norm, scalars)
+
+    def _as_losses(self, out: tuple[Tensor, Tensor] | Losses) -> Losses:
+        if isinstance(out, Losses):
+            return out
+        if self.adversary is not None:
+            raise DifflabError("with an Adversary, loss_fn must return Losses(main, key, adversary, logs), "
+                               "not a (loss, key) tuple")
+        loss, key = out
+        return Losses(loss, key)
+
+    def _clip(self, params: list[nn.Parameter], max_norm: float, what: str) -> float:
+        """Clip the global gradient norm of ``params`` to ``max_norm`` (0 = off); stop if it is not finite."""
+        norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else math.inf))
+        if not math.isfinite(norm):
+            self._stop_nonfinite(what, norm)
+        return norm
 
     def _stop_nonfinite(self, what: str, value: float) -> None:
         found = ckpt.latest_checkpoint(self.run_dir)
@@ -186,24 +312,31 @@ class Trainer:
             return
         window: list[tuple[Tensor, Tensor]] = []
         t_window, n_window, grad_norms = 0.0, 0, []
+        scalars: dict[str, list[Tensor]] = {}
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not progress, unit="step", dynamic_ncols=True)
         try:
             while self.step < cfg.steps:
                 t0 = time.perf_counter()
-                loss_vec, key, grad_norm = self.train_step()
+                result = self.train_step()
                 if self.device.type == "cuda":
                     torch.cuda.synchronize()
                 t_window += time.perf_counter() - t0
-                n_window += loss_vec.shape[0]
-                window.append((loss_vec.float().cpu(), key.float().cpu()))
-                grad_norms.append(grad_norm)
+                n_window += result.loss.shape[0]
+                window.append((result.loss.float().cpu(), result.key.float().cpu()))
+                grad_norms.append(result.grad_norm)
+                for name, value in result.scalars.items():
+                    scalars.setdefault(name, []).append(value)
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     record = log_record(self.step, window, n_window / t_window, self.lr_at(self.step - 1),
                                         sum(grad_norms) / len(grad_norms), self.order.epoch(self.step))
+                    if self.adversary is not None:
+                        record["adversary_lr"] = self.adv_lr_at(self.step - 1)
+                    # each scalar is the mean over the steps of the window that reported it
+                    record.update({k: float(torch.stack(v).float().mean()) for k, v in scalars.items()})
                     self._append_log(record)
                     bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['img_per_s']:.0f}")
-                    window, t_window, n_window, grad_norms = [], 0.0, 0, []
+                    window, t_window, n_window, grad_norms, scalars = [], 0.0, 0, [], {}
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                     self.save()
                 self._run_hooks()
@@ -228,6 +361,44 @@ class Trainer:
         return DifflabError(f"cannot write {path} at step {self.step}: {error.strerror or type(error).__name__}; "
                             f"the last complete checkpoint ({kept.name if kept else 'none yet'}) is kept; free space "
                             f"or raise the limit, then `difflab train --resume {self.run_dir}`")
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One step's per-example loss and key (B,), the main gradient norm (before clipping), and the named scalars
+    to log (the adversary's loss and gradient norm when it stepped, and the loss's ``logs``) as 0-d tensors."""
+
+    loss: Tensor
+    key: Tensor
+    grad_norm: float
+    scalars: dict[str, Tensor]
+
+
+def split_parameters(model: nn.Module, adversary: Adversary | None) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """The main parameters (all, without an adversary) and the adversary submodule's, each in model order."""
+    if adversary is None:
+        return list(model.parameters()), []
+    try:
+        adv = list(model.get_submodule(adversary.module).parameters())
+    except AttributeError:
+        raise DifflabError(f"the model has no submodule {adversary.module!r}; name the discriminator's submodule "
+                           f"in Adversary(module=...)") from None
+    ids = {id(p) for p in adv}
+    main = [p for p in model.parameters() if id(p) not in ids]
+    if not adv or not main:
+        which = "the adversary" if not adv else "the main set"
+        raise DifflabError(f"Adversary(module={adversary.module!r}) leaves {which} without parameters; name the "
+                           f"discriminator's submodule, a part of the model and not all of it")
+    return main, adv
+
+
+def _scalar(name: str, value: Tensor | float) -> Tensor:
+    if name in TRAINER_LOGS:
+        raise DifflabError(f"loss log {name!r} is a name the trainer logs itself; rename it in the loss's logs")
+    value = torch.as_tensor(value).detach()
+    if value.numel() != 1:
+        raise DifflabError(f"loss log {name!r} has {value.numel()} values; log a scalar (e.g. its .mean())")
+    return value.reshape(()).float()
 
 
 def log_record(step: int, window: list[tuple[Tensor, Tensor]], img_per_s: float, lr: float, grad_norm: float,
