@@ -1,10 +1,13 @@
-"""Networks: they map (x, noise level, condition) to a tensor shaped like x and know nothing of the process.
+"""Networks: they map (x, noise level, condition) to a tensor shaped like x and know nothing of the process
+(autoencoders and the discriminator aside: images to latents and back, images to patch logits).
 
     base.py         Network: the base every backbone shares (its config, the noise input it reads)
     embeddings.py   the noise-level and class embedding, how a network reads a Condition
     unet.py         U-Net and its presets          (image data: pixels or latents)
     mlp.py          MLP and its presets            (points)
     classifier.py   the U-Net's encoder as a noise-aware classifier p(y | x_t) (classifier guidance)
+    autoencoder.py  KL and VQ autoencoders (latent diffusion's first stage; not yet wired into a codec)
+    discriminator.py  the patch discriminator (PatchGAN) of autoencoder training
     registry.py     backbones and presets by name; build_network(config)
 """
 
