@@ -37,7 +37,7 @@ def gan_loss(model: TinyGAN, x: Tensor, cond: None, g: torch.Generator, adversar
     """Reconstruction of noised points, plus the generator's hinge term from disc_start on; the discriminator's
     hinge loss (Lim & Ye 2017) on detached fakes (or, ``detach=False``, fakes it could backpropagate into the
     generator through) is returned at every step, so the trainer alone gates it."""
-    z = torch.randn(x.shape, generator=g)
+    z = torch.randn(x.shape, generator=g, device=x.device)
     fake = model.generator(x + 0.3 * z)                                    # (B, 2)
     rec = (fake - x).pow(2).sum(1)                                         # (B,)
     logs = {"rec": rec.mean()}
@@ -49,7 +49,7 @@ def gan_loss(model: TinyGAN, x: Tensor, cond: None, g: torch.Generator, adversar
     d_fake = model.discriminator(fake.detach() if detach else fake)
     d_loss = (F.relu(1 - model.discriminator(x)) + F.relu(1 + d_fake)).squeeze(1)
     logs["d_loss"] = d_loss.mean()
-    return Losses(main, torch.rand(x.shape[0], generator=g), adversary=d_loss, logs=logs)
+    return Losses(main, torch.rand(x.shape[0], generator=g, device=x.device), adversary=d_loss, logs=logs)
 
 
 def points(n: int = 64) -> Tensor:
