@@ -147,7 +147,7 @@ def restore(model: LoadedModel, method: str, operator: Operator, y: Tensor, sigm
         c = None if cond is None else cond[rows].to(device)
         op = operator.rows(rows)
         if method == "sr3":
-            image = low_resolution_condition(y_b, spec.shape[-1])
+            image = low_resolution_condition(y_b, tuple(spec.shape[-2:]))
             c = image if c is None else Condition(labels=c.labels, context=c.context, context_mask=c.context_mask,
                                                   image=image.image)
             denoiser = make_denoiser(model.network, process, model.config, clip)
