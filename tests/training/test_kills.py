@@ -167,7 +167,8 @@ def test_ctrl_c_says_what_is_kept_on_its_own_line(tmp_path):
         last = err.rstrip().splitlines()[-1]
         assert proc.returncode == 130 and "Traceback" not in err, err
         assert last.startswith("interrupted") and expected in last and str(run) in last and "DIR" not in last, last
-    proc = difflab("sample", "--checkpoint", str(tmp_path / "run1"), "--n", "4000", "--steps", "200",
+    # 16000 samples of 400 steps take minutes: on a fast, quiet machine 4000 of 200 finished inside the 8 s below
+    proc = difflab("sample", "--checkpoint", str(tmp_path / "run1"), "--n", "16000", "--steps", "400",
                    "--out", str(tmp_path / "s.png"), wait=False)
     time.sleep(8)                                  # start-up, then a while into the sampling
     proc.send_signal(signal.SIGINT)
