@@ -25,7 +25,7 @@ from difflab.metrics.fid import fid_from_features
 from difflab.metrics.restoration import psnr, ssim
 from difflab.pipelines.run import DIGIT_SETS, LoadedModel, default_condition, is_conditional, load_run_data, \
     low_resolution_condition
-from difflab.pipelines.sample import CLIPPING_SAMPLERS, check_finite, make_denoiser
+from difflab.pipelines.sample import check_finite, make_denoiser, resolve_clip
 from difflab.restoration import METHODS
 from difflab.restoration.inversion import ddim_decode, ddim_invert, sdedit_start, slerp
 from difflab.operators import AveragePool, Operator, build_operator
@@ -135,7 +135,7 @@ def restore(model: LoadedModel, method: str, operator: Operator, y: Tensor, sigm
         check_options(how.sampler, how.options)
     process, spec = model.process, model.spec
     ts = time_grid(process, how.steps, how.spacing, how.t_min)
-    clip = how.clip if how.clip is not None else (spec.clip_range is not None and how.sampler in CLIPPING_SAMPLERS)
+    clip = resolve_clip(how.clip, spec, how.sampler)
     N, out, nfe, t0 = len(y), [], 0, time.perf_counter()
     cond = null_condition(model, N)
     batches = range(0, N, how.batch_size)
@@ -198,12 +198,18 @@ def measurement_picture(operator: Operator, y: Tensor, image_shape: tuple[int, .
 
 # --- editing ---------------------------------------------------------------------------------------------------
 
+def editing_condition(model: LoadedModel, n: int) -> Condition | None:
+    """The (null) condition of n images an edit draws; an SR3 run, which needs a low-resolution image, is refused."""
+    if sr_scale(model) is not None:
+        raise DifflabError("an SR3 run needs a low-resolution image to sample from: use difflab restore")
+    return null_condition(model, n)
+
+
 def deterministic_denoiser(model: LoadedModel, n: int) -> tuple[Denoiser, Condition | None]:
     """The run's denoiser for inversion and decoding (no clipping: it would break the ODE's invertibility) and
     the (null) condition of n images."""
-    if sr_scale(model) is not None:
-        raise DifflabError("an SR3 run needs a low-resolution image to sample from: use difflab restore")
-    return make_denoiser(model.network, model.process, model.config, clip=False), null_condition(model, n)
+    cond = editing_condition(model, n)
+    return make_denoiser(model.network, model.process, model.config, clip=False), cond
 
 
 @torch.no_grad()
@@ -235,9 +241,8 @@ def edit(model: LoadedModel, x: Tensor, strength: float, n: int, how: Sampling,
     if not process.t_min < strength <= process.t_max:
         raise DifflabError(f"--strength must lie in ({process.t_min:g}, {process.t_max:g}], got {strength}")
     check_options(how.sampler, how.options)
-    _, cond = deterministic_denoiser(model, n)
-    clip = how.clip if how.clip is not None else (model.spec.clip_range is not None and how.sampler in CLIPPING_SAMPLERS)
-    denoiser = make_denoiser(model.network, process, model.config, clip)
+    cond = editing_condition(model, n)
+    denoiser = make_denoiser(model.network, process, model.config, resolve_clip(how.clip, model.spec, how.sampler))
     ts = time_grid(process, how.steps, how.spacing, how.t_min, t_max=strength)
     t0, out, nfe = time.perf_counter(), [], 0
     for start in range(0, n, how.batch_size):

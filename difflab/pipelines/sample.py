@@ -141,8 +141,7 @@ def sample_run(network: nn.Module, process: GaussianProcess, cfg: RunConfig, sam
     clipped by default for data with a range on the samplers that step through x0, and the samples decoded
     by the run's codec into the data's space."""
     codec = run_codec(cfg)
-    if clip is None:
-        clip = codec.model_spec.clip_range is not None and sampler in CLIPPING_SAMPLERS
+    clip = resolve_clip(clip, codec.model_spec, sampler)
     if cond is None:
         cond = default_condition(cfg, n)
     was_training = network.training
@@ -153,6 +152,12 @@ def sample_run(network: nn.Module, process: GaussianProcess, cfg: RunConfig, sam
     finally:
         network.train(was_training)
     return Generated(codec.decode(out.x), out.nfe, out.seconds)
+
+
+def resolve_clip(clip: bool | None, spec: DataSpec, sampler: str) -> bool:
+    """Whether to clamp x0 to the data's range: as asked, or by default for data with a range on the samplers
+    that step through x0 (CLIPPING_SAMPLERS)."""
+    return clip if clip is not None else (spec.clip_range is not None and sampler in CLIPPING_SAMPLERS)
 
 
 def picture_suffixes(spec: DataSpec) -> tuple[str, ...]:
