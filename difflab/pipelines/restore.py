@@ -260,12 +260,5 @@ def edit(model: LoadedModel, x: Tensor, strength: float, n: int, how: Sampling,
     return Restored(edited, nfe, time.perf_counter() - t0)
 
 
-def grid_rows(rows: Sequence[Tensor]) -> tuple[Tensor, int]:
-    """Rows of images stacked for a grid (each row padded with blank images to the longest): (images, nrow)."""
-    width = max(len(r) for r in rows)
-    padded = [torch.cat([r, torch.ones(width - len(r), *r.shape[1:])]) if len(r) < width else r for r in rows]
-    return torch.cat(padded), width
-
-
 __all__ = ["HELD_OUT", "Restored", "Sampling", "edit", "input_images", "interpolate", "invert", "measure",
            "restoration_metrics", "restore", "run_operator"]
