@@ -9,6 +9,7 @@ reads. :func:`migrate` reads configs of older versions.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from difflab.dataspec import DataSpec
 from difflab.errors import DifflabError, one_line
 from difflab.io import atomic_write_text, fits, read_json, typed_fields
 from difflab.networks import AUTO, network_config, resolve_preset
+from difflab.networks.autoencoder import DOWNSAMPLE_FACTORS, AutoencoderConfig
+from difflab.networks.discriminator import PatchDiscriminatorConfig
 from difflab.networks.embeddings import PROCESS_TIME
 from difflab.objectives import ALPHA_DIVIDING_TARGETS, DiffusionObjective
 from difflab.process import PROCESSES, build_process, process_options
@@ -150,6 +153,10 @@ class RunConfig:
         and of its type, the process's every option given. Problems are one-line errors naming ``source``."""
         if not isinstance(d, dict):
             raise DifflabError(f"{source} should hold a JSON object")
+        if d.get("task") == AUTOENCODER_TASK:
+            run = Path(source).parent if Path(source).name == CONFIG else Path(source)
+            raise DifflabError(f"{run} is an autoencoder run (difflab train-autoencoder), not a diffusion model: "
+                               + AUTOENCODER_RUN_USE.format(run=run))
         values = typed_fields(cls, migrate(d), source)
         for key, section in SECTIONS.items():
             values[key] = section(**typed_fields(section, values[key], f"{source}: {key}"))
@@ -243,3 +250,151 @@ def check_sr_scale(scale: int, height: int, width: int) -> None:
 def updated(obj: Any, **changes: Any) -> Any:
     """dataclasses.replace, ignoring changes whose value is None (options the user did not give)."""
     return replace(obj, **{k: v for k, v in changes.items() if v is not None})
+
+
+# --- autoencoder runs (latent diffusion's first stage) ------------------------------------------------------------
+
+AUTOENCODER_TASK = "autoencoder"
+AUTOENCODER_RUN_USE = ("use it with `difflab train --autoencoder {run}`, `difflab eval-autoencoder --checkpoint {run}` "
+                       "or `difflab autoencode --checkpoint {run}`")
+# An autoencoder run's trainer: Adam at a fixed rate trains digits in a few CPU minutes (LDM's 4.5e-6 x batch size
+# is for days of GPU training).
+AUTOENCODER_TRAINER = TrainerConfig(steps=2000, batch_size=64, lr=5e-4, warmup=100, ema_decay=0.999,
+                                    checkpoint_every=500, sample_every=500)
+# The patch discriminator of an autoencoder run: pix2pix's, narrower (its n_layers is lowered to fit the images).
+AUTOENCODER_DISCRIMINATOR = {"in_channels": 1, "base_channels": 32, "n_layers": 3, "norm": "batch"}
+MIN_LOGIT_MAP = 4      # the discriminator keeps at most as many stride-2 layers as leave a 4 x 4 logit map
+
+
+@dataclass(frozen=True)
+class AutoencoderLossConfig:
+    """The autoencoder's objective (Esser et al. 2021, VQGAN; Rombach et al. 2022, LDM), per example:
+
+        L = L_rec + kl_weight * KL / (C H W)            (kl)    L_rec: mean |x_hat - x| (l1) or (x_hat - x)^2 (l2)
+        L = L_rec + codebook_weight * commitment        (vq)
+          + disc_weight * lambda * L_G                  from step disc_start; lambda: VQGAN's adaptive weight (eq. 7),
+                                                        or 1 with adaptive_weight off
+
+    LDM weighs the KL against the reconstruction error summed over an image's pixels; L_rec here is their mean, so
+    the KL is divided by the pixel count C H W too, and kl_weight means what it means in LDM (1e-6: kl-f4)."""
+
+    reconstruction: str = "l1"          # l1 | l2
+    kl_weight: float = 1e-6
+    codebook_weight: float = 1.0        # of the commitment loss (the codebook itself is learned by EMA)
+    disc_weight: float = 0.5
+    disc_start: int | None = None       # None: half the training steps (written out when the run starts)
+    adaptive_weight: bool = True
+
+    def __post_init__(self) -> None:
+        if self.reconstruction not in ("l1", "l2"):
+            raise DifflabError(f"--reconstruction must be l1 or l2, got {self.reconstruction!r}")
+        for name in ("kl_weight", "codebook_weight", "disc_weight"):
+            value = getattr(self, name)
+            if not (value >= 0 and value != float("inf")):
+                raise DifflabError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
+        if self.disc_start is not None and self.disc_start < 0:
+            raise DifflabError(f"--disc-start must be >= 0, got {self.disc_start}")
+
+
+@dataclass(frozen=True)
+class AutoencoderRunConfig:
+    """An autoencoder run (RUN/config.json with task "autoencoder"): the images, the autoencoder (its
+    AutoencoderConfig as JSON), the patch discriminator (PatchDiscriminatorConfig as JSON; None: no GAN), the loss,
+    the trainer, how many held-out images the reconstruction pictures show, and the images' DataSpec."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    autoencoder: dict[str, Any] = field(default_factory=lambda: AutoencoderConfig().to_json())
+    discriminator: dict[str, Any] | None = field(default_factory=lambda: dict(AUTOENCODER_DISCRIMINATOR))
+    loss: AutoencoderLossConfig = field(default_factory=AutoencoderLossConfig)
+    trainer: TrainerConfig = field(default_factory=lambda: AUTOENCODER_TRAINER)
+    preview: int = 16                   # held-out images in reconstructions.png
+    spec: DataSpec | None = None        # the images (filled at set-up)
+    task: str = AUTOENCODER_TASK
+    version: str = __version__
+
+    @property
+    def kind(self) -> str:
+        """kl or vq."""
+        return self.autoencoder_config.kind
+
+    @property
+    def autoencoder_config(self) -> AutoencoderConfig:
+        return AutoencoderConfig.from_json(self.autoencoder)
+
+    @property
+    def discriminator_config(self) -> PatchDiscriminatorConfig | None:
+        return None if self.discriminator is None else PatchDiscriminatorConfig.from_json(self.discriminator)
+
+    def resolved(self, data_spec: DataSpec) -> AutoencoderRunConfig:
+        """This config made concrete for images of ``data_spec``: the autoencoder and discriminator sized for them
+        (the discriminator's n_layers lowered to leave at least a 4 x 4 logit map), disc_start written out."""
+        if self.task != AUTOENCODER_TASK:
+            raise DifflabError(f"an autoencoder run has task {AUTOENCODER_TASK!r}, not {self.task!r}")
+        d = self.data
+        if d.class_cond or d.text_encoder is not None or d.sr_scale is not None:
+            raise DifflabError("an autoencoder learns the images alone: it takes no labels, captions or --scale")
+        if data_spec.kind != "pixels":
+            raise DifflabError(f"an autoencoder needs images, and this data is {data_spec.kind} {data_spec.shape}: use "
+                               "an image data set")
+        C, H, W = data_spec.shape
+        ae = self.autoencoder_config
+        if H != W:
+            raise DifflabError(f"the autoencoder takes square images, got {H}x{W}: give --image-size")
+        check_downsample(ae.downsample, H)
+        ae = ae.fitted(data_spec)
+        disc = self.discriminator_config
+        if disc is not None:
+            fit = max(1, min(disc.n_layers, int(math.log2(H / MIN_LOGIT_MAP)) if H >= 2 * MIN_LOGIT_MAP else 1))
+            disc = replace(disc, in_channels=C, n_layers=fit)
+        loss = self.loss
+        if loss.disc_start is None:
+            loss = replace(loss, disc_start=self.trainer.steps // 2)
+        return replace(self, autoencoder=ae.to_json(), discriminator=None if disc is None else disc.to_json(),
+                       loss=loss, spec=data_spec, version=__version__)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, run_dir: Path) -> None:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(run_dir) / CONFIG, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config.json") -> AutoencoderRunConfig:
+        """A saved autoencoder config, checked whole; a diffusion run's config is a one-line error saying so."""
+        if not isinstance(d, dict):
+            raise DifflabError(f"{source} should hold a JSON object")
+        task = d.get("task", "diffusion")
+        if task != AUTOENCODER_TASK:
+            run = Path(source).parent if Path(source).name == CONFIG else Path(source)
+            what = "noise-aware classifier (difflab train-classifier)" if task == "classifier" else f"{task} run"
+            raise DifflabError(f"{run} is a {what}, not an autoencoder: give a run of `difflab train-autoencoder`")
+        values = typed_fields(cls, d, source)
+        for key, section in AUTOENCODER_SECTIONS.items():
+            values[key] = section(**typed_fields(section, values[key], f"{source}: {key}"))
+        values["spec"] = None if values["spec"] is None else _spec(values["spec"], source)
+        try:
+            AutoencoderConfig.from_json(values["autoencoder"])
+            if values["discriminator"] is not None:
+                PatchDiscriminatorConfig.from_json(values["discriminator"])
+        except DifflabError as e:
+            raise DifflabError(f"{source}: {e}") from None
+        return cls(**values)
+
+    @classmethod
+    def load(cls, run_dir: Path) -> AutoencoderRunConfig:
+        path = Path(run_dir) / CONFIG
+        return cls.from_dict(read_json(path), str(path))
+
+
+AUTOENCODER_SECTIONS = {"data": DataConfig, "loss": AutoencoderLossConfig, "trainer": TrainerConfig}
+
+
+def check_downsample(factor: int, size: int) -> None:
+    """A one-line error unless an autoencoder downsampling by ``factor`` fits images of ``size`` pixels a side."""
+    if size % factor:
+        lower, upper = size // factor * factor, (size // factor + 1) * factor
+        sizes = f"{lower} or {upper}" if lower else str(upper)
+        fits_ = [f for f in DOWNSAMPLE_FACTORS if size % f == 0]
+        raise DifflabError(f"--downsample {factor} does not divide the {size}x{size} images: use --image-size {sizes} "
+                           f"(a multiple of {factor}) or --downsample {' or '.join(map(str, fits_))}")
