@@ -93,12 +93,12 @@ def check_output_file(path: Path | str, option: str, suffixes: tuple[str, ...]) 
     return path
 
 
-def atomic_write_text(path: Path | str, text: str) -> None:
-    """Write text to path through a temporary file in the same folder and an atomic rename."""
+def atomic_write_text(path: Path | str, text: str | bytes) -> None:
+    """Write text (or bytes) to path through a temporary file in the same folder and an atomic rename."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())

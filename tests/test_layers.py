@@ -34,7 +34,8 @@ ALLOWED: dict[str, set[str]] = {
     "metrics": {"data"},
     "viz": {"process"},
     "config": {"codecs", "networks", "objectives", "process", "training"},
-    "pipelines": {"codecs", "config", "data", "denoisers", "likelihood", "metrics", "networks", "objectives",
+    "pipelines": {"autoencoder_losses", "codecs", "config", "data", "denoisers", "likelihood", "metrics", "networks",
+                  "objectives",
                   "operators", "parameterization", "process", "restoration", "samplers", "text", "training", "viz"},
 }
 ALLOWED["cli"] = set(ALLOWED) - {"cli"}

@@ -136,7 +136,7 @@ class Sampling:
     n: int                         # samples per guidance scale (a row per class rounds --n to the classes)
     request: Any                   # pipelines.run.Request: condition, requested labels, row length
     guidance: list[Any]            # pipelines.sample.Guidance per scale
-    kwargs: dict[str, Any]         # seed, device, clip, batch_size, spacing, t_min, options, progress
+    kwargs: dict[str, Any]         # seed, device, clip, batch_size, spacing, t_min, options, progress, codec
 
 
 def resolve_sampling(a: argparse.Namespace) -> Sampling:
@@ -168,7 +168,7 @@ def resolve_sampling(a: argparse.Namespace) -> Sampling:
     guidance = [Guidance(w, tuple(a.guidance_interval) if a.guidance_interval else None, classifier,
                          a.classifier_scale if a.classifier_scale is not None else 1.0) for w in ws]
     kwargs = dict(seed=a.seed, device=device, clip=a.clip, batch_size=a.batch_size, spacing=a.spacing,
-                  t_min=a.t_min, options=options, progress=not a.quiet)
+                  t_min=a.t_min, options=options, progress=not a.quiet, codec=model.codec)
     return Sampling(model, a.sampler, a.steps, request.n or a.n, request, guidance, kwargs)
 
 
@@ -220,6 +220,7 @@ def run(a: argparse.Namespace) -> None:
     def record(start: int) -> TrajectoryRecorder | None:
         return recorder if start == 0 and a.trajectory else None
 
+    device = job.kwargs["device"]
     outs = [sample_run(model.network, model.process, model.config, sampler, steps, n, cond=job.request.cond,
                        guidance=g, callback=record, **job.kwargs) for g in job.guidance]
     x = torch.cat([o.x for o in outs])
@@ -238,7 +239,9 @@ def run(a: argparse.Namespace) -> None:
           + (f" (a row per scale: {', '.join(f'{g.scale:g}' for g in job.guidance)})" if len(outs) > 1 else ""))
     if a.trajectory:
         out = outs[0]
-        columns = recorder.columns
+        decode = model.codec.decode          # a latent run's x_t and x0_hat are shown decoded
+        with torch.no_grad():
+            columns = [(t, decode(x.to(device)).cpu(), decode(x0.to(device)).cpu()) for t, x, x0 in recorder.columns]
         times = [t for t, _, _ in columns] + [0.0]
         rows = []
         for j in range(min(TRAJECTORY_SAMPLES, n)):

@@ -65,6 +65,9 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
         optional(p, "--cond-drop", "probability of training on the null condition (no label, empty prompt), so "
                  "the model also learns p(x) for classifier-free guidance", f"{DEFAULT_COND_DROP} for a "
                  "conditional model", type=finite_float)
+    optional(p, "--autoencoder", "latent diffusion: train on the latents of this autoencoder (a run folder of "
+             "difflab train-autoencoder; its images' size and channels must be the data's). The data set is encoded "
+             "once (cached), the latents scaled to unit variance; samples are decoded", metavar="DIR")
     optional(p, "--model", f"network preset ({', '.join(presets)}); auto: {defaults}", r.model,
              choices=(AUTO, *presets), metavar="PRESET")
     optional(p, "--process", f"forward process ({', '.join(PROCESSES)})", r.process["name"], choices=PROCESSES,
@@ -191,6 +194,7 @@ def build_config(a: argparse.Namespace) -> RunConfig:
         data=updated(DataConfig(), dataset=a.dataset, image_size=a.image_size, channels=a.channels,
                      **given("class_cond"), text_encoder=getattr(a, "text", None), sr_scale=sr_scale(a)),
         model=a.model, process=process_config(a),
+        codec={"name": "autoencoder", "source": a.autoencoder} if a.autoencoder else None,
         objective=updated(base.objective, time_sampling=a.time_sampling,
                           **given("target", "weighting", "coupling", "min_snr_gamma", "cond_drop")),
         trainer=updated(TrainerConfig(), **{k: getattr(a, k) for k in TRAINER_FLAGS}),

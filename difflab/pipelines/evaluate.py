@@ -139,6 +139,9 @@ def heldout_bpd(network: nn.Module, process: GaussianProcess, cfg: RunConfig, es
     if "elbo" in estimates and process.discrete_steps is None:
         raise DifflabError(f"the ELBO in bits/dim is for ddpm runs; this run's process is {process.name}: use --bpd ode")
     require_images(cfg, "bits/dim of 8-bit images")
+    if cfg.codec.get("name") != "identity":
+        raise DifflabError("bits/dim of a latent run would be a likelihood of its latents, not of the images (the "
+                           "decoder has no density); evaluate it without --bpd")
     test = load_run_data(cfg, split="test")
     x0 = test.data[:n]
     conditions = data_conditions(cfg, test)

@@ -113,6 +113,22 @@ class Restored:
     seconds: float
 
 
+class Decoded(Operator):
+    """A measurement of decoded latents, A(D(z)): how DPS reads a pixel-space measurement with a latent run
+    (Latent DPS; Rombach et al. 2022's decoder, Chung et al. 2023's guidance through it). Not linear."""
+
+    def __init__(self, operator: Operator, decode: Callable[[Tensor], Tensor]) -> None:
+        self.operator, self.decode, self.name = operator, decode, operator.name
+
+    def __call__(self, z: Tensor) -> Tensor:
+        return self.operator(self.decode(z))
+
+
+def is_latent_model(model: LoadedModel) -> bool:
+    """Whether the run's diffusion runs on an autoencoder's latents."""
+    return model.codec.model_spec != model.codec.data_spec
+
+
 def null_condition(model: LoadedModel, n: int) -> Condition | None:
     """What a restoration conditions a run on: nothing for an unconditional run, the null condition of a
     conditional one (its unconditional branch: restoration asks for no class)."""
@@ -131,6 +147,9 @@ def restore(model: LoadedModel, method: str, operator: Operator, y: Tensor, sigm
                            if method == "sr3" else "this is an SR3 run: it restores with --method sr3 (the default)")
     if method == "repaint" and operator.mask is None:
         raise DifflabError(f"RePaint fills in missing pixels: use an inpainting --task, not {operator.name}")
+    if method == "repaint" and is_latent_model(model):
+        raise DifflabError("RePaint pastes the known pixels into x_t, and this run's x_t are latents: restore it "
+                           "with --method dps (guided through the decoder)")
     if method != "repaint":
         check_options(how.sampler, how.options)
     process, spec = model.process, model.spec
@@ -152,6 +171,8 @@ def restore(model: LoadedModel, method: str, operator: Operator, y: Tensor, sigm
                                                   image=image.image)
             denoiser = make_denoiser(model.network, process, model.config, clip)
         elif method == "dps":
+            if is_latent_model(model):
+                op = Decoded(op, model.codec.decode)
             denoiser = make_denoiser(model.network, process, model.config, clip,
                                      wrap=lambda d, op=op, y_b=y_b: PosteriorSampling(d, op, y_b, sigma_y, scale, rule))
         else:
@@ -162,7 +183,7 @@ def restore(model: LoadedModel, method: str, operator: Operator, y: Tensor, sigm
                                      resample=resample)
             else:
                 res = get_sampler(how.sampler)(denoiser, x, ts, noise=noise, cond=c, **how.options)
-        out.append(res.x.cpu())
+            out.append(model.codec.decode(res.x).cpu())
         nfe = max(nfe, res.nfe)
     x = torch.cat(out).to(torch.float32)
     check_finite(x, f"{method} restorations ({how.sampler}, {how.steps} steps)")
@@ -219,9 +240,9 @@ def invert(model: LoadedModel, x: Tensor, steps: int, spacing: str = "uniform",
     z, NFE of the inversion)."""
     denoiser, cond = deterministic_denoiser(model, len(x))
     ts = time_grid(model.process, steps, spacing)
-    x = x.to(device)
+    x = model.codec.encode(x.to(device))       # a latent run inverts the images' latents
     z, nfe = ddim_invert(denoiser, x, ts, cond)
-    return z.cpu(), ddim_decode(denoiser, z, ts, cond).cpu(), nfe
+    return z.cpu(), model.codec.decode(ddim_decode(denoiser, z, ts, cond)).cpu(), nfe
 
 
 @torch.no_grad()
@@ -230,7 +251,7 @@ def interpolate(model: LoadedModel, z_a: Tensor, z_b: Tensor, frames: int, steps
     """``frames`` images (frames, C, H, W) decoded from the spherical interpolation of two inverted noises."""
     denoiser, cond = deterministic_denoiser(model, frames)
     z = slerp(z_a.to(device), z_b.to(device), torch.linspace(0, 1, frames))
-    return ddim_decode(denoiser, z, time_grid(model.process, steps, spacing), cond).cpu()
+    return model.codec.decode(ddim_decode(denoiser, z, time_grid(model.process, steps, spacing), cond)).cpu()
 
 
 def edit(model: LoadedModel, x: Tensor, strength: float, n: int, how: Sampling,
@@ -245,6 +266,8 @@ def edit(model: LoadedModel, x: Tensor, strength: float, n: int, how: Sampling,
     denoiser = make_denoiser(model.network, process, model.config, resolve_clip(how.clip, model.spec, how.sampler))
     ts = time_grid(process, how.steps, how.spacing, how.t_min, t_max=strength)
     t0, out, nfe = time.perf_counter(), [], 0
+    with torch.no_grad():
+        x = model.codec.encode(x[None].to(device))[0]     # a latent run edits the image's latent
     for start in range(0, n, how.batch_size):
         rows = slice(start, min(n, start + how.batch_size))
         noise = PerSampleNoise.for_items(how.seed, rows.start, rows.stop, device)
@@ -253,7 +276,7 @@ def edit(model: LoadedModel, x: Tensor, strength: float, n: int, how: Sampling,
         with torch.no_grad():
             res = get_sampler(how.sampler)(denoiser, x_t0, ts, noise=noise, cond=None if cond is None else cond[rows],
                                            **how.options)
-        out.append(res.x.cpu())
+            out.append(model.codec.decode(res.x).cpu())
         nfe = max(nfe, res.nfe)
     edited = torch.cat(out)
     check_finite(edited, f"SDEdit variations ({how.sampler}, {how.steps} steps)")

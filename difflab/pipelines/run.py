@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from difflab.codecs import Codec, build_codec
+from difflab.codecs import Codec, build_codec, codec_data_spec
 from difflab.condition import Condition
 from difflab.config import RunConfig, check_sr_scale
 from difflab.data import ArrayDataset, load_dataset
@@ -55,11 +55,16 @@ def load_run_data(cfg: RunConfig, split: str = "train") -> ArrayDataset:
     return load_dataset(d.dataset, split=split, image_size=d.image_size, channels=d.channels)
 
 
-def run_codec(cfg: RunConfig) -> Codec:
-    """The codec of a resolved run config."""
+def run_codec(cfg: RunConfig, run_dir: Path | str | None = None) -> Codec:
+    """The codec of a resolved run config; ``run_dir``: the run folder, where a latent run keeps its autoencoder's
+    weights (without it a latent run's codec knows its spaces but cannot encode or decode)."""
     if cfg.spec is None:
         raise DifflabError("the run's config.json has no data description (spec); was it written by hand?")
-    return build_codec(cfg.codec, cfg.spec)
+    codec = build_codec(cfg.codec, codec_data_spec(cfg.codec, cfg.spec), run_dir)
+    if codec.model_spec != cfg.spec:
+        raise DifflabError(f"config.json's spec {cfg.spec.kind} {cfg.spec.shape} is not what its codec makes "
+                           f"({codec.model_spec.kind} {codec.model_spec.shape}); restore the file")
+    return codec
 
 
 def num_classes(cfg: RunConfig) -> int | None:
@@ -258,8 +263,8 @@ def load_model(path: Path | str, ema: bool = True, device: str = "auto", task: s
     network = build_network(cfg.network)
     load_weights(network, ckpt / ("ema.safetensors" if ema else "model.safetensors"))
     step = int(read_json(ckpt / "trainer.json").get("step", 0))
-    return LoadedModel(cfg, network.to(resolve_device(device)).eval(), build_process(cfg.process), run_codec(cfg),
-                       ckpt, step, run_dir)
+    return LoadedModel(cfg, network.to(resolve_device(device)).eval(), build_process(cfg.process),
+                       run_codec(cfg, run_dir), ckpt, step, run_dir)
 
 
 def check_classifier_fits(model: LoadedModel, classifier: LoadedModel) -> None:
@@ -273,3 +278,6 @@ def check_classifier_fits(model: LoadedModel, classifier: LoadedModel) -> None:
         raise DifflabError(f"the classifier {classifier.run_dir} reads {classifier.spec.kind} {classifier.spec.shape}, "
                            f"the model makes {model.spec.kind} {model.spec.shape}: train the classifier on the "
                            "model's data set and image size")
+    if classifier.config.codec.get("sha256") != model.config.codec.get("sha256"):
+        raise DifflabError(f"the classifier {classifier.run_dir} and the model read latents of different "
+                           "autoencoders: train the classifier with the model's --autoencoder")

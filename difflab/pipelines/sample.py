@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from difflab.codecs import Codec
 from difflab.condition import Condition
 from difflab.config import RunConfig
 from difflab.dataspec import DataSpec
@@ -134,13 +135,15 @@ def check_finite(x: Tensor, what: str) -> None:
 
 def sample_run(network: nn.Module, process: GaussianProcess, cfg: RunConfig, sampler: str, steps: int, n: int,
                seed: int, *, device: torch.device | str = "cpu", clip: bool | None = None,
-               cond: Condition | None = None, guidance: Guidance | None = None, **kwargs: Any) -> Generated:
+               cond: Condition | None = None, guidance: Guidance | None = None, codec: Codec | None = None,
+               **kwargs: Any) -> Generated:
     """generate() for a run's network: its target, its data's shape, the n samples' condition (None: the run's
     default, its classes cycled; pass a null Condition for unconditional samples of a conditional run), the
     ``guidance`` that steers it (None: the model as trained), x0
     clipped by default for data with a range on the samplers that step through x0, and the samples decoded
-    by the run's codec into the data's space."""
-    codec = run_codec(cfg)
+    by the run's ``codec`` into the data's space (None: the run's codec without weights, enough for the identity
+    codec; a latent run's LoadedModel.codec holds its autoencoder)."""
+    codec = codec or run_codec(cfg)
     clip = resolve_clip(clip, codec.model_spec, sampler)
     if cond is None:
         cond = default_condition(cfg, n)
@@ -151,7 +154,9 @@ def sample_run(network: nn.Module, process: GaussianProcess, cfg: RunConfig, sam
                        cond=cond, device=device, **kwargs)
     finally:
         network.train(was_training)
-    return Generated(codec.decode(out.x), out.nfe, out.seconds)
+    with torch.no_grad():
+        x = codec.decode(out.x.to(device)).cpu()        # a latent run: decoded by its autoencoder, in chunks
+    return Generated(x, out.nfe, out.seconds)
 
 
 def resolve_clip(clip: bool | None, spec: DataSpec, sampler: str) -> bool:

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from difflab.codecs import Codec
 from difflab.condition import Condition
 from difflab.config import RunConfig
 from difflab.errors import DifflabError
@@ -20,6 +21,7 @@ from difflab.io import check_output_folder, output_error
 from difflab.networks import build_network
 from difflab.objectives import classifier_loss, diffusion_loss
 from difflab.pipelines.run import Request, data_conditions, load_run_data, preview_request, run_codec, text_encoder
+from difflab.pipelines.latents import is_latent, prepare_latents
 from difflab.pipelines.classifier import ACCURACY, write_classifier_accuracy
 from difflab.pipelines.sample import sample_run, save_samples
 from difflab.process import GaussianProcess, build_process
@@ -64,8 +66,8 @@ def restoration_rows(inputs: Tensor, restored: Tensor, truth: Tensor) -> tuple[T
     return torch.cat(rows), k
 
 
-def eval_hook(cfg: RunConfig, process: GaussianProcess, run_dir: Path,
-              asked: Request) -> Callable[[int, nn.Module], None]:
+def eval_hook(cfg: RunConfig, process: GaussianProcess, run_dir: Path, asked: Request,
+              codec: Codec) -> Callable[[int, nn.Module], None]:
     """A hook that measures the EMA model's samples (drawn like the preview grids) and appends to eval.jsonl
     (replacing a line of the same step, so a hook run again after a kill leaves one line per step). The
     feature extractor is built once, here, so each evaluation costs the sampling and one feature pass.
@@ -81,7 +83,7 @@ def eval_hook(cfg: RunConfig, process: GaussianProcess, run_dir: Path,
     def hook(step: int, ema_model: nn.Module) -> None:
         result = evaluate(ema_model, process, cfg, sampler=p.sampler, steps=p.steps, n=asked.n or e.n, seed=p.seed,
                           extractor=extractor, metric_options=MetricOptions(fid_resamples=e.fid_resamples),
-                          device=device, step=step, cond=asked.cond, labels=asked.labels)
+                          device=device, step=step, cond=asked.cond, labels=asked.labels, codec=codec)
         try:
             truncate_log(path, step - 1)
             with open(path, "a") as f:
@@ -109,8 +111,11 @@ def train(cfg: RunConfig, run_dir: Path | str, resume: bool = False, progress: b
     encoder = text_encoder(cfg) if cfg.data.text_encoder is not None and cfg.task == "diffusion" else None
     conditions = data_conditions(cfg, data, encoder)
     labelled = cfg.data.class_cond or cfg.task == "classifier"
+    latent = None
+    if is_latent(cfg):          # latent diffusion: the images encoded once (cached), scaled to unit variance
+        cfg, latent = prepare_latents(cfg, data, run_dir, resolve_device(cfg.trainer.device), progress)
     cfg = cfg.resolved(data.spec, data.num_classes if labelled else None, encoder.dim if encoder else None)
-    codec = run_codec(cfg)
+    codec = latent.codec if latent is not None else run_codec(cfg)
     if data.spec != codec.data_spec:
         raise DifflabError(f"the data ({data.spec.kind} {data.spec.shape}) do not fit the run's config "
                            f"({codec.data_spec.kind} {codec.data_spec.shape}); was the data set changed?")
@@ -137,7 +142,7 @@ def train(cfg: RunConfig, run_dir: Path | str, resume: bool = False, progress: b
             write_classifier_accuracy(ema_model, process, cfg, run_dir / ACCURACY, step)
         else:
             samples = sample_run(ema_model, process, cfg, p.sampler, p.steps, preview.n or p.n, p.seed,
-                                 device=trainer.device, cond=preview.cond).x
+                                 device=trainer.device, cond=preview.cond, codec=codec).x
             nrow = preview.nrow
             if heldout is not None:
                 samples, nrow = restoration_rows(preview.cond.image, samples, heldout[:len(samples)])
@@ -148,9 +153,9 @@ def train(cfg: RunConfig, run_dir: Path | str, resume: bool = False, progress: b
     hooks = [Hook(cfg.trainer.sample_every, on_sample)]
     if cfg.evaluation.every:
         asked = preview_request(cfg, cfg.evaluation.n, encoder, conditions)
-        hooks.append(Hook(cfg.evaluation.every, eval_hook(cfg, process, run_dir, asked), at_end=True))
-    trainer = Trainer(network, make_loss(process, cfg), codec.encode(data.data), conditions, cfg.trainer, run_dir,
-                      hooks=hooks)
+        hooks.append(Hook(cfg.evaluation.every, eval_hook(cfg, process, run_dir, asked, codec), at_end=True))
+    trainer = Trainer(network, make_loss(process, cfg), latent.latents if latent else codec.encode(data.data),
+                      conditions, cfg.trainer, run_dir, hooks=hooks)
     if found is not None:
         trainer.load(found)
         if cfg.trainer.steps < trainer.step:
@@ -159,6 +164,8 @@ def train(cfg: RunConfig, run_dir: Path | str, resume: bool = False, progress: b
     # Nothing has been written so far; from here on the run folder changes.
     try:
         cfg.save(run_dir)              # on resume: the new --steps, logging and evaluation options
+        if latent is not None:
+            latent.write_weights(run_dir)   # a fresh latent run: its own copy of the autoencoder
         clean_checkpoints(run_dir / CHECKPOINTS, cfg.trainer.keep_checkpoints)
         for log in (LOG, EVAL_LOG):     # a fresh start forgets the lines of a run that left no checkpoint
             truncate_log(run_dir / log, trainer.step)
