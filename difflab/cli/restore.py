@@ -160,6 +160,8 @@ def run_restore(a: argparse.Namespace) -> None:
 
 
 def run_invert(a: argparse.Namespace) -> None:
+    import torch.nn.functional as F
+
     from difflab.metrics.restoration import psnr
     from difflab.pipelines.restore import input_images, interpolate, invert
     from difflab.viz import plot_labelled_rows
@@ -182,8 +184,11 @@ def run_invert(a: argparse.Namespace) -> None:
         rows = [("inputs", x), ("slerp", frames)]
         title = f"spherical interpolation of DDIM-inverted noises ({a.steps[-1]} steps)"
     else:
-        rows = [("input", x), ("inverted z", (z / z.abs().amax((1, 2, 3), keepdim=True)).clamp(-1, 1)),
-                ("decoded", back)]
+        shown, label = (z / z.abs().amax((1, 2, 3), keepdim=True)).clamp(-1, 1), "inverted z"
+        if shown.shape[1:] != x.shape[1:]:      # a latent run's noise: its first channel, enlarged
+            shown = F.interpolate(shown[:, :1], size=tuple(x.shape[-2:]), mode="nearest")
+            shown, label = shown.expand(-1, x.shape[1], -1, -1), "inverted z (latent channel 0)"
+        rows = [("input", x), (label, shown), ("decoded", back)]
         title = f"DDIM inversion and reconstruction ({a.steps[-1]} steps)"
     path = plot_labelled_rows(rows, out, title=title)
     print(f"-> {path}, {write_json(out, record)}")
