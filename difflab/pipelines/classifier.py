@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from difflab.codecs import Codec
 from difflab.config import RunConfig
 from difflab.denoisers import NetworkClassifier
 from difflab.io import atomic_write_text, output_error
@@ -47,14 +48,19 @@ def classifier_accuracy(network: nn.Module, process: GaussianProcess, x0: Tensor
 
 
 def write_classifier_accuracy(network: nn.Module, process: GaussianProcess, cfg: RunConfig, path: Path,
-                              step: int) -> dict[float, float]:
-    """A classifier run's held-out accuracy by noise level, written to ``path`` and shown."""
+                              step: int, codec: Codec | None = None) -> dict[float, float]:
+    """A classifier run's held-out accuracy by noise level, written to ``path`` and shown; ``codec``: what the
+    held-out images are encoded with first (a classifier of an autoencoder's latents), None for pixels."""
     test = load_run_data(cfg, split="test")
+    x0 = test.data
+    if codec is not None:
+        with torch.no_grad():
+            x0 = codec.encode(x0.to(next(network.parameters()).device)).cpu()
     times = [process.t_min + f * (process.t_max - process.t_min) for f in ACCURACY_FRACTIONS]
     was_training = network.training
     network.eval()
     try:
-        acc = classifier_accuracy(network, process, test.data, test.labels, times)
+        acc = classifier_accuracy(network, process, x0, test.labels, times)
     finally:
         network.train(was_training)
     try:

@@ -139,7 +139,7 @@ def train(cfg: RunConfig, run_dir: Path | str, resume: bool = False, progress: b
 
     def on_sample(step: int, ema_model: nn.Module) -> None:
         if cfg.task == "classifier":        # a classifier's "samples": its accuracy on held-out data by noise level
-            write_classifier_accuracy(ema_model, process, cfg, run_dir / ACCURACY, step)
+            write_classifier_accuracy(ema_model, process, cfg, run_dir / ACCURACY, step, codec)
         else:
             samples = sample_run(ema_model, process, cfg, p.sampler, p.steps, preview.n or p.n, p.seed,
                                  device=trainer.device, cond=preview.cond, codec=codec).x

@@ -119,6 +119,18 @@ def test_the_cli_trains_samples_restores_and_edits_a_latent_run(tmp_path, capsys
                        "--guidance", "2", "--trajectory", "--out", str(png), "--quiet")
     assert rc == 0, err
     assert png.is_file() and png.with_name("s_trajectory.png").is_file()
+    rc, out, err = cli(capsys, "eval", "--checkpoint", str(run), "--n", "50", "--steps", "3", "--sampler", "ddim",
+                       "--json", str(tmp_path / "e.json"), "--quiet")
+    assert rc == 0, err
+    assert json.loads((tmp_path / "e.json").read_text())["fid"] > 0
+    # classifier guidance: a noise-aware classifier of the same latents steers the run
+    clf = tmp_path / "clf"
+    rc, out, err = cli(capsys, "train-classifier", "--dataset", "digits", "--autoencoder", str(autoencoder),
+                       "--steps", "5", "--batch-size", "32", "--out", str(clf), "--quiet")
+    assert rc == 0, err
+    rc, out, err = cli(capsys, "sample", "--checkpoint", str(latent_run), "--classifier", str(clf), "--steps", "3",
+                       "--n", "10", "--out", str(tmp_path / "c.png"), "--quiet")
+    assert rc == 0, err
     rc, out, err = cli(capsys, "restore", "--checkpoint", str(latent_run), "--task", "inpaint-box", "--method", "dps",
                        "--images", "held-out", "--n", "4", "--steps", "3", "--out", str(tmp_path / "r.png"),
                        "--quiet")
