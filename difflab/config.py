@@ -344,7 +344,7 @@ class AutoencoderRunConfig:
         ae = ae.fitted(data_spec)
         disc = self.discriminator_config
         if disc is not None:
-            fit = max(1, min(disc.n_layers, int(math.log2(H / MIN_LOGIT_MAP)) if H >= 2 * MIN_LOGIT_MAP else 1))
+            fit = max(1, min(disc.n_layers, math.floor(math.log2(max(H / MIN_LOGIT_MAP, 1)))))
             disc = replace(disc, in_channels=C, n_layers=fit)
         loss = self.loss
         if loss.disc_start is None:

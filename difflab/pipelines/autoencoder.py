@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Sequence
@@ -181,6 +181,8 @@ def train_autoencoder(cfg: AutoencoderRunConfig, run_dir: Path | str, resume: bo
     if not resume and found is not None:
         raise DifflabError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --out")
     heldout = heldout_images(cfg, cfg.preview)
+    if len(heldout) == 0:               # a data set too small to hold any out: show training images
+        heldout = data.data[:cfg.preview]
     torch.manual_seed(cfg.trainer.seed)     # the initial weights depend on --seed alone
     model = build_training_module(cfg)
     adversary = None

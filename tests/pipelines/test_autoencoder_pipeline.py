@@ -17,7 +17,7 @@ from difflab.config import AutoencoderLossConfig, AutoencoderRunConfig, DataConf
 from difflab.data import load_dataset
 from difflab.errors import DifflabError
 from difflab.networks.autoencoder import AutoencoderConfig, KLAutoencoder
-from difflab.pipelines.autoencoder import (AutoencoderWithDiscriminator, LoadedAutoencoder, autoencode,
+from difflab.pipelines.autoencoder import (LoadedAutoencoder, autoencode,
                                            build_training_module, evaluate_autoencoder, load_autoencoder,
                                            make_autoencoder_loss, reconstruct, train_autoencoder)
 from difflab.training import TrainerConfig, read_log
