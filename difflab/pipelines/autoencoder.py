@@ -126,9 +126,12 @@ def load_images(cfg: AutoencoderRunConfig, split: str = "train") -> ArrayDataset
 
 
 def heldout_images(cfg: AutoencoderRunConfig, n: int | None) -> Tensor:
-    """The first n images of the run's test split (all with n None), (N, C, H, W) in [-1, 1]."""
+    """n images of the run's test split spread evenly over it (the split may be sorted by class; all with n None
+    or n at least its size), (N, C, H, W) in [-1, 1]."""
     x = load_images(cfg, "test").data
-    return x if n is None else x[:n]
+    if n is None or n >= len(x):
+        return x
+    return x[torch.linspace(0, len(x) - 1, n).round().long()]
 
 
 def paired_rows(originals: Tensor, reconstructions: Tensor, columns: int = PREVIEW_COLUMNS) -> tuple[Tensor, int]:
@@ -285,7 +288,7 @@ def capped_psnr(x: Tensor, ref: Tensor) -> Tensor:
 
 def evaluate_autoencoder(model: LoadedAutoencoder, n: int | None = DEFAULT_EVAL_N, batch_size: int = 256,
                          features: str | None = "builtin") -> dict[str, Any]:
-    """Reconstruction quality on the first n held-out images (the test split; all with n None): mean PSNR (dB,
+    """Reconstruction quality on n held-out images (spread over the test split; all with n None): mean PSNR (dB,
     capped at 100) and SSIM of D(E(x)) (clamped to [-1, 1]) against x, the reconstruction FID (reconstructions vs
     originals, on the data set's built-in features, for the built-in digit sets and 50 images or more; else
     None), and for a VQ autoencoder the codebook usage and perplexity over all latent positions."""
