@@ -122,7 +122,10 @@ def prepare_latents(cfg: RunConfig, data: ArrayDataset, run_dir: Path, device: t
         source = cfg.codec.get("source")
         if not source:
             raise DifflabError("--autoencoder needs the folder of a run of difflab train-autoencoder")
-        ae = load_autoencoder(source, device="cpu")
+        if not Path(source).expanduser().exists():
+            raise DifflabError(f"--autoencoder {source} does not exist: give the run folder of `difflab "
+                               "train-autoencoder --out DIR`")
+        ae = load_autoencoder(Path(source).expanduser(), device="cpu")
         check_fits(ae.module.config, data.spec, f"the autoencoder {ae.run_dir}")
         state = {k: v.detach().cpu().contiguous() for k, v in ae.module.state_dict().items()}
         weights = tensor_bytes(state, {"format": "difflab", "source": str(ae.checkpoint)})

@@ -162,5 +162,8 @@ def test_latent_runs_refuse_what_does_not_apply(tmp_path, capsys, autoencoder, l
     rc, _, err = cli(capsys, "train", "--dataset", "digits", "--autoencoder", str(autoencoder), "--task", "sr",
                      "--scale", "2", "--steps", "2", "--out", str(tmp_path / "z"), "--quiet")
     assert_one_line_error(rc, err, "without --autoencoder")
+    rc, _, err = cli(capsys, "train", "--dataset", "digits", "--autoencoder", str(tmp_path / "nope"), "--steps", "2",
+                     "--out", str(tmp_path / "w"), "--quiet")
+    assert_one_line_error(rc, err, "train-autoencoder --out")
     rc, _, err = cli(capsys, "train", "--resume", str(latent_run), "--autoencoder", str(autoencoder), "--quiet")
     assert_one_line_error(rc, err, "--autoencoder")
