@@ -139,7 +139,8 @@ def tables(results: dict) -> str:
     a = results["args"]
     lines = [f"Autoencoders on {a['dataset']}, downsample {a['downsample']}, {a['latent_channels']} latent channels, "
              f"{a['ae_steps']} steps; held-out images ({a['eval_n']} at most)", "",
-             "| autoencoder | GAN | PSNR (dB) | SSIM | rFID | codebook usage | train s |", "|---|---|---|---|---|---|---|"]
+             "| autoencoder | GAN | PSNR (dB) | SSIM | rFID | codebook usage | train s |",
+             "|---|---|---|---|---|---|---|"]
     for r in results["autoencoders"]:
         usage = f"{r['codebook_usage']:.2f} (perplexity {r['perplexity']:.0f})" if "codebook_usage" in r else "-"
         rfid = f"{r['rfid']:.3f}" if r["rfid"] is not None else "-"

@@ -36,7 +36,8 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
                          "PSNR, SSIM, reconstruction FID (reconstructions vs originals, on the built-in features of a "
                          "digit set, 50 images or more) and, for VQ, codebook usage and perplexity. Writes JSON.")
         p.add_argument("--checkpoint", required=True, metavar="DIR", help="autoencoder run folder or a step folder")
-        option(p, "--n", "N held-out images spread over the test split (all, if there are fewer)", 1000, type=positive_int)
+        option(p, "--n", "N held-out images spread over the test split (all, if there are fewer)", 1000,
+               type=positive_int)
         optional(p, "--out", "output JSON", "RUN/eval-autoencoder.json")
         p.add_argument("--raw", action="store_true", help="use the raw weights instead of the EMA weights")
         option(p, "--device", "auto, cpu, cuda or cuda:N", "auto")

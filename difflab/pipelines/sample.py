@@ -150,8 +150,8 @@ def sample_run(network: nn.Module, process: GaussianProcess, cfg: RunConfig, sam
     was_training = network.training
     network.eval()
     try:
-        out = generate(make_denoiser(network, process, cfg, clip, guidance), codec.model_spec.shape, sampler, steps, n, seed,
-                       cond=cond, device=device, **kwargs)
+        out = generate(make_denoiser(network, process, cfg, clip, guidance), codec.model_spec.shape, sampler, steps,
+                       n, seed, cond=cond, device=device, **kwargs)
     finally:
         network.train(was_training)
     with torch.no_grad():
