@@ -31,6 +31,7 @@ from typing import Any
 
 from safetensors import SafetensorError
 from safetensors.torch import load, save
+import torch
 from torch import Tensor
 
 from difflab.errors import DifflabError
@@ -121,6 +122,18 @@ def fsync_dir(path: Path) -> None:
 def tensor_bytes(tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> bytes:
     """A safetensors file's bytes for named tensors (moved to the CPU, made contiguous)."""
     return save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+
+
+def tensors_sha256(tensors: dict[str, Tensor]) -> str:
+    """SHA-256 (hex) over the names, dtypes, shapes and bytes of named tensors, in name order: their identity,
+    whatever file holds them (safetensors' header order is not fixed, so equal weights may serialise to
+    different bytes)."""
+    digest = hashlib.sha256()
+    for name, value in sorted(tensors.items()):
+        value = value.detach().cpu().contiguous()
+        digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def sha256(data: bytes) -> str:

@@ -2,11 +2,11 @@
 x = D(z / s), with E, D a trained KL or VQ autoencoder (difflab train-autoencoder) and s the scale factor that
 gives the training latents unit variance (LDM sec. 4.3.2: s = 1 / std(E(x)) over the data).
 
-A latent run keeps its own copy of the autoencoder's weights (RUN/autoencoder.safetensors, its SHA-256 in the
-codec's config), so it samples even after the autoencoder's run folder has moved or trained on. The config:
+A latent run keeps its own copy of the autoencoder's weights (RUN/autoencoder.safetensors, the SHA-256 of its
+tensors in the codec's config), so it samples even after the autoencoder's run folder has moved or trained on. The config:
 
     {"name": "autoencoder", "network": AutoencoderConfig JSON, "scale": s, "weights": "autoencoder.safetensors",
-     "sha256": the weights file's SHA-256, "source": the checkpoint folder it was copied from}
+     "sha256": io.tensors_sha256 of the weights, "source": the checkpoint folder it was copied from}
 
 Built without its run folder (``folder=None``, as RunConfig.resolved does to size the networks), the codec
 knows its spaces but cannot encode or decode.
@@ -22,7 +22,7 @@ from torch import Tensor
 
 from difflab.dataspec import DataSpec
 from difflab.errors import DifflabError, one_line
-from difflab.io import read_tensors
+from difflab.io import read_tensors, tensors_sha256
 from difflab.networks.autoencoder import Autoencoder, AutoencoderConfig, build_autoencoder
 
 WEIGHTS = "autoencoder.safetensors"     # where a latent run keeps its autoencoder's weights
@@ -77,8 +77,12 @@ class AutoencoderCodec:
                                    "(pipelines.run.load_model) to encode or decode")
             path = self.folder / self.weights
             module = build_autoencoder(self.network)
+            tensors = read_tensors(path)
+            if tensors_sha256(tensors) != self.sha256:
+                raise DifflabError(f"the autoencoder weights {path} are damaged (their SHA-256 differs from the one in "
+                                   "config.json); restore the run folder")
             try:
-                module.load_state_dict(read_tensors(path, self.sha256))
+                module.load_state_dict(tensors)
             except RuntimeError as e:
                 raise DifflabError(f"the autoencoder weights {path} do not fit its config ({one_line(e)}); restore "
                                    "the run folder") from None

@@ -9,13 +9,13 @@ cache (keyed by ``name`` and ``fingerprint``) never see the network itself.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from difflab.io import tensors_sha256
 from difflab.errors import DifflabError
 
 DEFAULT_BATCH_SIZE = 200
@@ -31,12 +31,7 @@ class Extracted:
 
 def weights_fingerprint(module: nn.Module) -> str:
     """SHA-256 (hex) over the names, dtypes, shapes and bytes of ``module``'s state dict."""
-    digest = hashlib.sha256()
-    for name, value in sorted(module.state_dict().items()):
-        value = value.detach().cpu().contiguous()
-        digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
-        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    return tensors_sha256(module.state_dict())
 
 
 @dataclass(eq=False)

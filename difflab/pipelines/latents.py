@@ -27,7 +27,7 @@ from difflab.codecs.autoencoder import CHUNK, WEIGHTS, check_fits
 from difflab.config import RunConfig
 from difflab.data import ArrayDataset
 from difflab.errors import DifflabError
-from difflab.io import atomic_write_text, output_error, sha256, tensor_bytes
+from difflab.io import atomic_write_text, output_error, tensor_bytes, tensors_sha256
 from difflab.metrics.disk_cache import read_entry, write_entry
 from difflab.metrics.stats_cache import data_hash
 from difflab.resources import cache_root
@@ -130,7 +130,7 @@ def prepare_latents(cfg: RunConfig, data: ArrayDataset, run_dir: Path, device: t
         state = {k: v.detach().cpu().contiguous() for k, v in ae.module.state_dict().items()}
         weights = tensor_bytes(state, {"format": "difflab", "source": str(ae.checkpoint)})
         codec = AutoencoderCodec(data.spec, {"name": AutoencoderCodec.name, "network": ae.module.config.to_json(),
-                                             "scale": 1.0, "weights": WEIGHTS, "sha256": sha256(weights),
+                                             "scale": 1.0, "weights": WEIGHTS, "sha256": tensors_sha256(state),
                                              "source": str(ae.checkpoint)}).attach(ae.module)
     z, hit = cached_latents(codec, data.data, device, progress=progress)
     if weights is not None:

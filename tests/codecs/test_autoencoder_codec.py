@@ -13,7 +13,7 @@ from difflab.codecs import AutoencoderCodec, build_codec, codec_data_spec
 from difflab.codecs.autoencoder import WEIGHTS
 from difflab.dataspec import DataSpec
 from difflab.errors import DifflabError
-from difflab.io import sha256, tensor_bytes
+from difflab.io import tensor_bytes, tensors_sha256
 from difflab.networks.autoencoder import AutoencoderConfig, build_autoencoder
 from difflab.pipelines.latents import cache_folder, cached_latents
 
@@ -27,10 +27,11 @@ def make_codec(tmp_path, kind: str = "kl", downsample: int = 2, channels: int = 
                             downsample=downsample, codebook_size=16, **SMALL)
     torch.manual_seed(seed)
     module = build_autoencoder(cfg).eval()
-    blob = tensor_bytes({k: v.contiguous() for k, v in module.state_dict().items()})
+    state = {k: v.contiguous() for k, v in module.state_dict().items()}
+    blob = tensor_bytes(state)
     (tmp_path / WEIGHTS).write_bytes(blob)
     config = {"name": "autoencoder", "network": cfg.to_json(), "scale": scale, "weights": WEIGHTS,
-              "sha256": sha256(blob), "source": "test"}
+              "sha256": tensors_sha256(state), "source": "test"}
     spec = DataSpec.pixels(channels, size, size)
     return build_codec(config, spec, tmp_path), module
 
