@@ -41,6 +41,13 @@ def finite_float(text: str) -> float:
     return value
 
 
+def on_off(text: str) -> bool:
+    """``on`` or ``off`` as a bool (a yes/no option whose default may be either)."""
+    if text not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
+    return text == "on"
+
+
 def scales(text: str) -> list[float]:
     """An argparse type: one finite number or several separated by commas ("0,1,2,4")."""
     parts = [part.strip() for part in text.split(",")]
@@ -60,7 +67,7 @@ def positive_ints(text: str) -> list[int]:
 # The argument types the commands use, by name (the parser records in cli/parser_cache.py name them).
 TYPES = {"int": int, "float": float, "str": str, "positive_int": positive_int, "nonneg_int": nonneg_int,
          "finite_float": finite_float, "scales": scales,
-         "positive_ints": positive_ints}
+         "positive_ints": positive_ints, "on_off": on_off}
 
 
 def option(parser: argparse.ArgumentParser, flag: str, help: str, default: Any = None, **kw: Any) -> None:

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import torch
 
-from difflab.cli.common import finite_float, nonneg_int, option, optional, positive_int, scales
+from difflab.cli.common import finite_float, nonneg_int, on_off, option, optional, positive_int, scales
 from difflab.errors import DifflabError
 from difflab.io import check_output_file
 from difflab.process import REVERSE_VARIANCES
@@ -60,13 +60,15 @@ SAMPLER_FLAGS = (
     SamplerFlag("corrector_rule", "corrector step: expected = 2 a (r sigma)^2 (the rule with the norms' values for "
                 "noise-dominated x; keeps p_t in any dimension), per-sample = each sample's own norms (biased "
                 "by (D + 2)/D in D dimensions)", choices=CORRECTOR_RULES),
+    SamplerFlag("lower_order_final", "on: DPM-Solver++ takes its last step at first order on grids of fewer than 15 "
+                "steps (stabler few-step sampling); off: second order throughout", on_off),
     SamplerFlag("rtol", "relative tolerance of the adaptive solver", finite_float),
     SamplerFlag("atol", "absolute tolerance of the adaptive solver", finite_float),
     SamplerFlag("langevin_steps", "Langevin steps at each noise level", positive_int),
     SamplerFlag("step_size", "Langevin step size c: step e_i = c sigma(t_i)^2", finite_float),
 )
-STEPS_HELP = ("times on the grid above 0, from t_max down to --t-min; NFE = steps for ddpm, ddim, euler-maruyama and "
-              "euler, 2 steps - 1 for heun, 4 steps - 3 for rk4, (1 + corrector-steps)(steps - 1) + 1 for pc, "
+STEPS_HELP = ("times on the grid above 0, from t_max down to --t-min; NFE = steps for ddpm, ddim, dpmpp-2m, "
+              "euler-maruyama and euler, 2 steps - 1 for heun, 4 steps - 3 for rk4, (1 + corrector-steps)(steps - 1) + 1 for pc, "
               "langevin-steps x steps + 1 for langevin; dopri5 uses only the ends (its tolerances set the NFE)")
 SPACING_HELP = ("time grid: uniform in t, quadratic (dense near the data), karras (rho = 7 in sigma/alpha), "
                 "logsnr (uniform in log alpha^2/sigma^2)")

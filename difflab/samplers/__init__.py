@@ -13,6 +13,7 @@ from difflab.errors import DifflabError
 from difflab.samplers.base import SampleResult, StepInfo
 from difflab.samplers.ddim import sample_ddim
 from difflab.samplers.ddpm import sample_ddpm
+from difflab.samplers.dpm_solver import sample_dpmpp_2m
 from difflab.samplers.grids import SPACINGS, time_grid
 from difflab.samplers.langevin import sample_langevin
 from difflab.samplers.ode import sample_dopri5, sample_euler, sample_heun, sample_rk4
@@ -22,6 +23,7 @@ from difflab.samplers.sde import sample_euler_maruyama
 SAMPLERS: dict[str, Callable[..., SampleResult]] = {
     "ddpm": sample_ddpm,
     "ddim": sample_ddim,
+    "dpmpp-2m": sample_dpmpp_2m,
     "euler-maruyama": sample_euler_maruyama,
     "pc": sample_pc,
     "euler": sample_euler,
@@ -55,5 +57,5 @@ def check_options(name: str, options: dict[str, Any]) -> None:
 
 
 __all__ = ["SAMPLERS", "SPACINGS", "SampleResult", "StepInfo", "check_options", "get_sampler", "sample_ddim",
-           "sample_ddpm", "sample_dopri5", "sample_euler", "sample_euler_maruyama", "sample_heun", "sample_langevin",
-           "sample_pc", "sample_rk4", "sampler_options", "time_grid"]
+           "sample_ddpm", "sample_dopri5", "sample_dpmpp_2m", "sample_euler", "sample_euler_maruyama", "sample_heun",
+           "sample_langevin", "sample_pc", "sample_rk4", "sampler_options", "time_grid"]

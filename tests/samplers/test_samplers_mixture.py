@@ -42,6 +42,7 @@ SETTINGS: dict[str, tuple[int, str, dict]] = {
     "pc": (100, "karras", {}),
     "euler": (400, "karras", {}),
     "heun": (25, "karras", {}),
+    "dpmpp-2m": (25, "karras", {}),
     "rk4": (10, "karras", {}),
     "dopri5": (2, "uniform", {}),
     "langevin": (40, "logsnr", {}),
