@@ -12,7 +12,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from difflab import __version__
 from difflab.codecs import build_codec
@@ -79,8 +79,28 @@ class EvalConfig:
     fid_resamples: int = 10
 
 
+C = TypeVar("C", bound="RunFolderConfig")
+
+
+class RunFolderConfig:
+    """What a run folder's config.json is to its dataclass: written whole (atomically), read back through the
+    subclass's ``from_dict``, which checks every key."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, run_dir: Path) -> None:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(run_dir) / CONFIG, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls: type[C], run_dir: Path) -> C:
+        path = Path(run_dir) / CONFIG
+        return cls.from_dict(read_json(path), str(path))
+
+
 @dataclass(frozen=True)
-class RunConfig:
+class RunConfig(RunFolderConfig):
     data: DataConfig = field(default_factory=DataConfig)
     model: str = AUTO                                      # network preset; auto: the default for the data
     network: dict[str, Any] = field(default_factory=dict)  # the preset resolved for the data (filled at set-up)
@@ -140,13 +160,6 @@ class RunConfig:
             raise DifflabError("--eval-every measures unconditional samples, which a super-resolution run does not "
                                "draw: leave it out and score restorations with difflab restore")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def save(self, run_dir: Path) -> None:
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(run_dir) / CONFIG, json.dumps(self.to_dict(), indent=2) + "\n")
-
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config.json") -> RunConfig:
         """A saved config (of this or an older version, see :func:`migrate`), checked whole: every key present
@@ -164,10 +177,6 @@ class RunConfig:
         _check_process(values["process"], source)
         return cls(**values)
 
-    @classmethod
-    def load(cls, run_dir: Path) -> RunConfig:
-        path = Path(run_dir) / CONFIG
-        return cls.from_dict(read_json(path), str(path))
 
 
 ROLES = {"diffusion": "denoiser", "classifier": "classifier"}   # task -> the network registry's role
@@ -297,7 +306,7 @@ class AutoencoderLossConfig:
 
 
 @dataclass(frozen=True)
-class AutoencoderRunConfig:
+class AutoencoderRunConfig(RunFolderConfig):
     """An autoencoder run (RUN/config.json with task "autoencoder"): the images, the autoencoder (its
     AutoencoderConfig as JSON), the patch discriminator (PatchDiscriminatorConfig as JSON; None: no GAN), the loss,
     the trainer, how many held-out images the reconstruction pictures show, and the images' DataSpec."""
@@ -352,13 +361,6 @@ class AutoencoderRunConfig:
         return replace(self, autoencoder=ae.to_json(), discriminator=None if disc is None else disc.to_json(),
                        loss=loss, spec=data_spec, version=__version__)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def save(self, run_dir: Path) -> None:
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(run_dir) / CONFIG, json.dumps(self.to_dict(), indent=2) + "\n")
-
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config.json") -> AutoencoderRunConfig:
         """A saved autoencoder config, checked whole; a diffusion run's config is a one-line error saying so."""
@@ -381,10 +383,6 @@ class AutoencoderRunConfig:
             raise DifflabError(f"{source}: {e}") from None
         return cls(**values)
 
-    @classmethod
-    def load(cls, run_dir: Path) -> AutoencoderRunConfig:
-        path = Path(run_dir) / CONFIG
-        return cls.from_dict(read_json(path), str(path))
 
 
 AUTOENCODER_SECTIONS = {"data": DataConfig, "loss": AutoencoderLossConfig, "trainer": TrainerConfig}

@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from difflab.cli.common import finite_float, nonneg_int, option, optional, positive_int
 from difflab.cli.train import RESUMABLE, TRAINER_FLAGS
@@ -15,7 +13,7 @@ from difflab.config import (AUTOENCODER_TRAINER, CONFIG, AutoencoderLossConfig, 
                             updated)
 from difflab.data import DATASET_NAMES
 from difflab.errors import DifflabError, Interrupted
-from difflab.io import atomic_write_text, check_output_file, output_error
+from difflab.io import check_output_file
 from difflab.networks.autoencoder import DOWNSAMPLE_FACTORS, KINDS, AutoencoderConfig
 from difflab.training.checkpoint import run_folder
 from difflab.viz import GRID_SUFFIXES
@@ -189,15 +187,8 @@ def run_train(a: argparse.Namespace) -> None:
           f"`difflab eval-autoencoder --checkpoint {out}`")
 
 
-def write_json(path: Path, record: dict[str, Any]) -> Path:
-    try:
-        atomic_write_text(path, json.dumps(record, indent=2) + "\n")
-    except OSError as e:
-        raise output_error(path, e) from None
-    return path
-
-
 def run_eval(a: argparse.Namespace) -> None:
+    from difflab.cli.restore import write_json
     from difflab.pipelines.autoencoder import EVAL_FILE, evaluate_autoencoder, load_autoencoder
 
     out = None if a.out is None else check_output_file(a.out, "--out", (".json",))
@@ -215,6 +206,7 @@ def run_eval(a: argparse.Namespace) -> None:
 
 
 def run_autoencode(a: argparse.Namespace) -> None:
+    from difflab.cli.restore import write_json
     from difflab.pipelines.autoencoder import autoencode, input_images, load_autoencoder
     from difflab.viz import plot_labelled_rows
 
@@ -234,7 +226,7 @@ def run_autoencode(a: argparse.Namespace) -> None:
     record = {"checkpoint": str(model.checkpoint), "step": model.step, "kind": model.kind, "n": len(x),
               "noise": a.noise, "seed": a.seed, "psnr_reconstruction": res.psnr_reconstruction,
               "psnr_noisy": res.psnr_noisy if a.noise else None, "seconds": res.seconds}
-    json_path = write_json(out.with_suffix(".json"), record)
+    json_path = write_json(out, record)
     noisy = f"noisy {res.psnr_noisy:.2f} dB, " if a.noise else ""
     print(f"{len(x)} images, noise sigma {a.noise:g}: PSNR to the inputs {noisy}reconstruction "
           f"{res.psnr_reconstruction:.2f} dB -> {path}, {json_path}")

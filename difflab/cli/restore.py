@@ -110,6 +110,7 @@ def load(a: argparse.Namespace):
 
 
 def write_json(path: Path, record: dict) -> Path:
+    """``record`` as JSON beside ``path`` (path with the suffix .json; a .json path itself), atomically."""
     out = path.with_suffix(".json")
     try:
         atomic_write_text(out, json.dumps(record, indent=2) + "\n")

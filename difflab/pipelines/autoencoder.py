@@ -33,7 +33,7 @@ from difflab.io import check_output_folder, output_error, read_json
 from difflab.networks.autoencoder import KINDS, Autoencoder, build_autoencoder, perplexity
 from difflab.networks.discriminator import PatchDiscriminator
 from difflab.rng import PerSampleNoise
-from difflab.training import Adversary, Hook, Losses, Trainer, read_log, resolve_device
+from difflab.training import Adversary, Hook, Losses, Trainer, TrainResult, read_log, resolve_device
 from difflab.training.checkpoint import CHECKPOINTS, clean_checkpoints, latest_checkpoint, load_weights, \
     resolve_checkpoint, run_folder
 from difflab.training.trainer import LOG, truncate_log
@@ -110,15 +110,6 @@ def make_autoencoder_loss(loss: AutoencoderLossConfig):
 
 # --- training -----------------------------------------------------------------------------------------------------
 
-@dataclass
-class AutoencoderTrainResult:
-    run_dir: Path
-    steps: int
-    seconds: float
-    final_loss: float | None
-    img_per_s: float | None
-
-
 def load_images(cfg: AutoencoderRunConfig, split: str = "train") -> ArrayDataset:
     """The run's images (one split), at the size and channels it was trained on."""
     d = cfg.data
@@ -162,7 +153,7 @@ def reconstruct(ae: Autoencoder, x: Tensor, batch_size: int = 256) -> Tensor:
 
 
 def train_autoencoder(cfg: AutoencoderRunConfig, run_dir: Path | str, resume: bool = False,
-                      progress: bool = True) -> AutoencoderTrainResult:
+                      progress: bool = True) -> TrainResult:
     """Train (or, with resume, continue) the autoencoder run in ``run_dir``; returns its timing and final loss.
 
     As pipelines.train.train: everything (data, config, device, checkpoint, output folder) is checked before
@@ -201,10 +192,7 @@ def train_autoencoder(cfg: AutoencoderRunConfig, run_dir: Path | str, resume: bo
     trainer = Trainer(model, make_autoencoder_loss(cfg.loss), data.data, None, cfg.trainer, run_dir,
                       hooks=[Hook(cfg.trainer.sample_every, on_sample)], adversary=adversary)
     if found is not None:
-        trainer.load(found)
-        if cfg.trainer.steps < trainer.step:
-            raise DifflabError(f"--steps {cfg.trainer.steps} is below step {trainer.step}, where {run_dir} stands; "
-                               f"give --steps {trainer.step} or more")
+        trainer.resume_from(found)
     # Nothing has been written so far; from here on the run folder changes.
     try:
         cfg.save(run_dir)
@@ -212,13 +200,7 @@ def train_autoencoder(cfg: AutoencoderRunConfig, run_dir: Path | str, resume: bo
         truncate_log(run_dir / LOG, trainer.step)
     except OSError as e:
         raise output_error(e.filename or run_dir, e) from None
-    t0 = time.perf_counter()
-    start = trainer.step
-    trainer.run(progress=progress)
-    seconds = time.perf_counter() - t0
-    records = read_log(run_dir / LOG)
-    return AutoencoderTrainResult(run_dir, trainer.step - start, seconds, records[-1]["loss"] if records else None,
-                                  records[-1]["img_per_s"] if records else None)
+    return trainer.run_to_end(progress)
 
 
 # --- loading ------------------------------------------------------------------------------------------------------
@@ -360,6 +342,6 @@ def autoencode(model: LoadedAutoencoder, x: Tensor, noise: float = 0.0, seed: in
                        noise, time.perf_counter() - t0)
 
 
-__all__ = ["Autoencoded", "AutoencoderTrainResult", "AutoencoderWithDiscriminator", "LoadedAutoencoder",
+__all__ = ["Autoencoded", "AutoencoderWithDiscriminator", "LoadedAutoencoder",
            "autoencode", "build_training_module", "evaluate_autoencoder", "input_images", "load_autoencoder",
            "make_autoencoder_loss", "reconstruct", "train_autoencoder"]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -25,21 +23,12 @@ from difflab.pipelines.latents import is_latent, prepare_latents
 from difflab.pipelines.classifier import ACCURACY, write_classifier_accuracy
 from difflab.pipelines.sample import sample_run, save_samples
 from difflab.process import GaussianProcess, build_process
-from difflab.training import Hook, Trainer, read_log, resolve_device
+from difflab.training import Hook, Trainer, TrainResult, read_log, resolve_device
 from difflab.training.checkpoint import CHECKPOINTS, clean_checkpoints, latest_checkpoint
 from difflab.training.trainer import LOG, truncate_log
 from difflab.viz import plot_loss_curve
 
 EVAL_LOG = "eval.jsonl"
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    steps: int
-    seconds: float
-    final_loss: float | None
-    img_per_s: float | None
 
 
 def make_loss(process: GaussianProcess, cfg: RunConfig):
@@ -157,10 +146,7 @@ def train(cfg: RunConfig, run_dir: Path | str, resume: bool = False, progress: b
     trainer = Trainer(network, make_loss(process, cfg), latent.latents if latent else codec.encode(data.data),
                       conditions, cfg.trainer, run_dir, hooks=hooks)
     if found is not None:
-        trainer.load(found)
-        if cfg.trainer.steps < trainer.step:
-            raise DifflabError(f"--steps {cfg.trainer.steps} is below step {trainer.step}, where {run_dir} stands; "
-                               f"give --steps {trainer.step} or more")
+        trainer.resume_from(found)
     # Nothing has been written so far; from here on the run folder changes.
     try:
         cfg.save(run_dir)              # on resume: the new --steps, logging and evaluation options
@@ -171,10 +157,4 @@ def train(cfg: RunConfig, run_dir: Path | str, resume: bool = False, progress: b
             truncate_log(run_dir / log, trainer.step)
     except OSError as e:
         raise output_error(e.filename or run_dir, e) from None
-    t0 = time.perf_counter()
-    start = trainer.step
-    trainer.run(progress=progress)
-    seconds = time.perf_counter() - t0
-    records = read_log(run_dir / LOG)
-    return TrainResult(run_dir, trainer.step - start, seconds, records[-1]["loss"] if records else None,
-                       records[-1]["img_per_s"] if records else None)
+    return trainer.run_to_end(progress)

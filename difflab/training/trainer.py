@@ -60,6 +60,18 @@ TRAINER_LOGS = ("step", "epoch", "loss", "loss_by_t", "lr", "grad_norm", "img_pe
                 "adversary_loss", "adversary_grad_norm", "adversary_lr")
 
 
+@dataclass
+class TrainResult:
+    """What a call of :meth:`Trainer.run_to_end` did: the run folder, the steps taken, their wall-clock seconds,
+    the last logged loss and images/s (None when nothing was logged)."""
+
+    run_dir: Path
+    steps: int
+    seconds: float
+    final_loss: float | None
+    img_per_s: float | None
+
+
 @dataclass(frozen=True)
 class TrainerConfig:
     steps: int = 2500
@@ -215,6 +227,13 @@ class Trainer:
             raise DifflabError(f"trainer state in {path} is incomplete or corrupt ({type(e).__name__}: {e}); "
                                f"use an earlier checkpoint or retrain") from None
 
+    def resume_from(self, path: Path) -> None:
+        """:meth:`load` a checkpoint of this run, refusing one past --steps (the run would train backwards)."""
+        self.load(path)
+        if self.config.steps < self.step:
+            raise DifflabError(f"--steps {self.config.steps} is below step {self.step}, where {self.run_dir} stands; "
+                               f"give --steps {self.step} or more")
+
     # --- loop ----------------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
         return self.config.lr * min(1.0, (step + 1) / self.config.warmup) if self.config.warmup else self.config.lr
@@ -301,6 +320,15 @@ class Trainer:
         kept = found.name if found else "none yet"
         raise DifflabError(f"{what} is {value} at step {self.step + 1}: training stopped and the last good checkpoint "
                            f"({kept}) is kept in {self.run_dir}; lower --lr or --grad-clip, then --resume {self.run_dir}")
+
+    def run_to_end(self, progress: bool = True) -> TrainResult:
+        """:meth:`run`, timed: the steps it took, their seconds, and the last logged loss and images/s."""
+        t0, start = time.perf_counter(), self.step
+        self.run(progress=progress)
+        seconds = time.perf_counter() - t0
+        records = read_log(self.run_dir / LOG)
+        last = records[-1] if records else {}
+        return TrainResult(self.run_dir, self.step - start, seconds, last.get("loss"), last.get("img_per_s"))
 
     def run(self, progress: bool = True) -> None:
         """Train until step ``config.steps``, logging, checkpointing and running the hooks when due. A run that
