@@ -5,8 +5,11 @@
 Runs `difflab bench-samplers` (difflab.pipelines.bench_samplers) and prints, besides its tables:
   * error / floor: each sampler's sliced W2 on its best time grid over the finite-sample floor
     (1 = indistinguishable from exact samples at this n);
-  * RMS / euler RMS: for the ODE solvers, the error against the reference solve relative to Euler's at
-    the same target NFE, each on its best grid (below 1: more accurate than Euler for the same cost).
+  * RMS / euler RMS: for the deterministic samplers, the error against the reference solve relative to
+    Euler's at the same target NFE, each on its best grid (below 1: more accurate than Euler for the same cost).
+
+Samplers may carry options (--samplers unipc:order=3:variant=bh1,...); --low-noise raises --n to 20000 and
+checks the reference solve, so that the errors compared lie well above the finite-sample floor.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import sys
 from difflab.cli.bench import add_bench_flags, bench_arguments, progress
 from difflab.cli.common import Parser
 from difflab.errors import DifflabError
-from difflab.pipelines.bench_samplers import ODE_SAMPLERS, BenchResult, bench_samplers, format_tables
+from difflab.pipelines.bench_samplers import BenchResult, bench_samplers, format_tables
 
 
 def best(result: BenchResult, dim: int, process: str, sampler: str, target: int, key: str) -> tuple[float, str] | None:
@@ -31,21 +34,23 @@ def ratio_tables(result: BenchResult) -> str:
     out = []
     targets = sorted({r.target_nfe for r in result.rows})
     samplers = list(dict.fromkeys(r.sampler for r in result.rows))
-    head = f"{'sampler':15s}" + "".join(f"{'NFE~' + str(k):>19s}" for k in targets)
+    deterministic = {r.sampler for r in result.rows if r.rms is not None}
+    width = max([15, *map(len, samplers)])
+    head = f"{'sampler':{width}s}" + "".join(f"{'NFE~' + str(k):>19s}" for k in targets)
     for dim, process in dict.fromkeys((r.dim, r.process) for r in result.rows):
         floor = result.floors[f"{dim}/{process}"]
         out += ["", f"== {dim}-D, {process}: sliced W2 / floor ({floor:.4f}), best grid", head]
         for s in samplers:
             cells = [best(result, dim, process, s, k, "sw2") for k in targets]
-            out.append(f"{s:15s}" + "".join(f"{c[0] / floor:8.2f} {c[1]:>10s}" if c else f"{'-':>19s}" for c in cells))
-        if "euler" in samplers:
+            out.append(f"{s:{width}s}" + "".join(f"{c[0] / floor:8.2f} {c[1]:>10s}" if c else f"{'-':>19s}" for c in cells))
+        if "euler" in deterministic:
             out += ["", f"== {dim}-D, {process}: RMS to the reference / euler's RMS at the same NFE, best grids", head]
-            for s in (s for s in samplers if s in ODE_SAMPLERS):
+            for s in (s for s in samplers if s in deterministic):
                 cells = []
                 for k in targets:
                     mine, euler = best(result, dim, process, s, k, "rms"), best(result, dim, process, "euler", k, "rms")
                     cells.append(f"{mine[0] / euler[0]:8.3f} {mine[1]:>10s}" if mine and euler else f"{'-':>19s}")
-                out.append(f"{s:15s}" + "".join(cells))
+                out.append(f"{s:{width}s}" + "".join(cells))
     return "\n".join(out)
 
 
