@@ -10,7 +10,7 @@ same x_T at t = 1 (timestep 999). Errors:
   * RMS against a reference solve of the probability-flow ODE from the same x_T (to t_min = 1/T, timestep 0,
     then the denoising step; pipelines.bench_samplers.reference_solve, ~1e-9), for the deterministic ones
     (every diffusers scheduler here is; difflab's are classified by running them);
-  * sliced W2 to exact draws, beside its finite-sample floor (two exact draws): n = 20000 in 2-D (floor ~0.006);
+  * sliced W2 to exact draws, beside its finite-sample floor (two exact draws): n = 20000 in 2-D (floor 0.027);
     in 64-D n = 2000 by default (an evaluation of the 64-D mixture at n = 20000 takes 0.3 s on one CPU thread),
     where RMS is the error to read.
 difflab's side: every registered sampler (read from the registry, so new ones join when registered) with its
