@@ -87,6 +87,7 @@ class DDPMProcess(GaussianProcess):
         idx = torch.round(as_time(ts) * self.T).long().clamp(1, self.T).tolist()
         for k in range(1, len(idx)):
             idx[k] = max(idx[k], idx[k - 1] + 1)
+        idx[-1] = min(idx[-1], self.T)                 # the nudges may have pushed the top past T
         for k in range(len(idx) - 2, -1, -1):
             idx[k] = min(idx[k], idx[k + 1] - 1)
         return torch.tensor(idx, dtype=torch.float64) / self.T

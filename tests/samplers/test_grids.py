@@ -79,3 +79,11 @@ def test_a_discrete_process_snaps_the_grid_onto_its_steps(spacing):
     assert ts[0] == 1.0 and ts[-1] == 0.0 and (ts[1:] < ts[:-1]).all()
     with pytest.raises(DifflabError, match="exceeds"):
         time_grid(DDPMProcess("cosine", T=10), 11, spacing)
+
+
+@pytest.mark.parametrize("spacing", ["karras", "logsnr"])
+def test_crowded_steps_stay_on_the_process(spacing):
+    """Where many grid points round onto the same few steps (the cosine schedule's log-SNR plunges near t = 1),
+    the nudged steps stay within 1..T: 80 logsnr steps once reached t = 1.022."""
+    ts = time_grid(DDPMProcess("cosine", T=1000), 80, spacing)
+    assert ts[0] == 1.0 and (ts[1:] < ts[:-1]).all() and len(ts) == 81
