@@ -141,6 +141,11 @@ class RunConfig(RunFolderConfig):
                                    "dropped; leave it out (or add --class-cond to drop the labels)")
             raise DifflabError("--cond-drop drops the condition of a conditional model: add --class-cond or --text")
         overrides = {"context_dim": context_dim} if context_dim else {}
+        if objective.learn_variance:
+            if self.task != "diffusion" or spec.kind != "pixels":
+                raise DifflabError("--learn-variance learns the reverse steps' variance of a pixel-space diffusion "
+                                   "model (its bound's decoder is for 8-bit images): drop it for this run")
+            overrides["out_channels"] = 2 * spec.shape[0]     # the target, then v (Nichol & Dhariwal 2021)
         if sr is not None:
             overrides["cond_channels"] = spec.shape[0]      # SR3: the upsampled low-resolution image, as many channels
         network = self.network or network_config(self.model, spec, num_classes, role=ROLES[self.task], **overrides)
@@ -213,7 +218,8 @@ def migrate(d: dict[str, Any]) -> dict[str, Any]:
     description was implicit in the network config (a U-Net: pixels in [-1, 1]; an MLP: points).
     0.1 and 0.2: no text conditioning (U-Nets without cross-attention), no condition dropout, every run a
     diffusion model.
-    0.1 to 0.3: no super-resolution runs (U-Nets read no image channels)."""
+    0.1 to 0.3: no super-resolution runs (U-Nets read no image channels).
+    0.1 to 0.4: no log-normal time sampling, no learned variance."""
     d = dict(d)
     version = str(d.get("version", "0.1.0"))
     if version.startswith(("0.1.", "0.2.")):
@@ -229,6 +235,8 @@ def migrate(d: dict[str, Any]) -> dict[str, Any]:
             d["data"] = {"sr_scale": None, **d["data"]}
         if isinstance(d.get("network"), dict):
             d["network"] = {**V03_ADDED_FIELDS.get(d["network"].get("kind"), {}), **d["network"]}
+    if version.startswith(("0.1.", "0.2.", "0.3.", "0.4.")) and isinstance(d.get("objective"), dict):
+        d["objective"] = {**V04_ADDED_OBJECTIVE, **d["objective"]}
     if version.startswith("0.1."):
         d.setdefault("codec", {"name": "identity"})
         network = dict(d.get("network") or {})
@@ -244,6 +252,8 @@ def migrate(d: dict[str, Any]) -> dict[str, Any]:
 V02_ADDED_FIELDS = {"unet": {"context_dim": None, "cross_attention_levels": []}}
 # The network fields 0.4 added, by backbone, with the values a network of 0.1 to 0.3 had (frozen).
 V03_ADDED_FIELDS = {"unet": {"cond_channels": 0}}
+# The objective fields 0.5 added, with the values every earlier run had (frozen).
+V04_ADDED_OBJECTIVE = {"lognormal_mean": -1.2, "lognormal_std": 1.2, "learn_variance": False, "vlb_weight": 0.001}
 # The data a 0.1 network modelled, read off its config (the backbones of 0.1 and their keys; frozen).
 V01_SPECS = {"unet": lambda n: DataSpec.pixels(n["in_channels"], n["image_size"], n["image_size"]),
              "mlp": lambda n: DataSpec.points(n["dim"])}

@@ -12,6 +12,21 @@ trained target with w(t) = w_eps(t) / k(t)^2:
   sigma2      lambda = sigma^2 on the score error (Song et al. 2021), i.e. w_eps = 1
   likelihood  lambda = g^2 on the score error (Song et al. 2021, "likelihood weighting"), w_eps = g^2 / sigma^2
   min-snr     w_eps = min(SNR, gamma) / SNR, SNR = alpha^2 / sigma^2 (Hang et al. 2023), gamma = 5
+  edm         lambda(s) = (s^2 + sigma_d^2) / (s sigma_d)^2 on the x0 error, s = sigma / alpha (Karras et al. 2022,
+              Table 1), i.e. w_eps = (s^2 + sigma_d^2) / sigma_d^2; for the "edm" target it is 1 in F's units
+              (lambda c_out^2 = 1), so "uniform" and "edm" coincide there
+
+Time sampling:
+  discrete    t = i / T, i ~ U{1..T} (DDPM)
+  continuous  t ~ U(t_min, t_max)
+  lognormal   ln s ~ N(P_mean, P_std^2), s = sigma / alpha, t where the path has that s, clamped to [t_min, t_max]
+              (EDM's noise-level distribution, Karras et al. 2022, Table 1: P_mean = -1.2, P_std = 1.2)
+  auto        lognormal for the "edm" target, else discrete on a process with discrete steps, else continuous
+
+Learned variance (Nichol & Dhariwal 2021, sec. 3.1): the network also outputs v per pixel (see
+parameterization.split_variance) and the loss is the hybrid L_simple + lambda L_vlb, lambda = 0.001, with
+L_vlb = T L_{t-1} (the one-sample estimate of the bound's sum over t, in bits/dim; their code's "rescaled" form)
+computed with the mean from the network's prediction under a stop-gradient, so L_vlb trains the variance only.
 
 Condition dropout (classifier-free training, Ho & Salimans 2022): each example's condition is replaced by
 the null condition (no label; every prompt token masked) with probability cond_drop, so one network learns
@@ -27,6 +42,7 @@ Couplings (how x_0 and eps are paired in a batch):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -37,14 +53,19 @@ from torch import Tensor, nn
 
 from difflab.condition import Condition
 from difflab.errors import DifflabError
-from difflab.parameterization import check_target, eps_scale, from_x0_eps, predict
+from difflab.likelihood.bpd import nats_to_bpd
+from difflab.likelihood.elbo import reverse_variance, vlb_terms
+from difflab.parameterization import (EDM_SIGMA_DATA, check_target, eps_scale, from_x0_eps, predict, split_variance,
+                                      to_x0_eps)
 from difflab.process.base import GaussianProcess, PathCoefficients, as_time
 
-TIME_SAMPLINGS = ("auto", "discrete", "continuous")
+TIME_SAMPLINGS = ("auto", "discrete", "continuous", "lognormal")
 # targets that recover x_0 only through 1/alpha: undefined where alpha(t) = 0
 ALPHA_DIVIDING_TARGETS = ("eps", "score")
-WEIGHTINGS = ("uniform", "sigma2", "likelihood", "min-snr")
+WEIGHTINGS = ("uniform", "sigma2", "likelihood", "min-snr", "edm")
 COUPLINGS = ("independent", "ot")
+EDM_P_MEAN, EDM_P_STD = -1.2, 1.2          # EDM's log-normal noise levels (Karras et al. 2022, Table 1)
+VLB_WEIGHT = 0.001                         # lambda of the hybrid loss (Nichol & Dhariwal 2021, sec. 3.1)
 
 
 @dataclass(frozen=True)
@@ -54,12 +75,18 @@ class DiffusionObjective:
     target: str = "eps"
     weighting: str = "uniform"
     # "discrete": t = i/T, i ~ U{1..T} (a process with discrete steps: DDPM); "continuous": t ~ U(t_min, t_max);
-    # "auto": discrete where the process has discrete steps, else continuous
+    # "lognormal": EDM's ln(sigma/alpha) ~ N(lognormal_mean, lognormal_std^2); "auto": lognormal for the edm target,
+    # discrete where the process has discrete steps, else continuous
     time_sampling: str = "discrete"
     coupling: str = "independent"
     min_snr_gamma: float = 5.0
     # probability of training on the null condition; None: 0.1 for a conditional run, 0 otherwise (RunConfig.resolved)
     cond_drop: float | None = None
+    lognormal_mean: float = EDM_P_MEAN
+    lognormal_std: float = EDM_P_STD
+    # Nichol & Dhariwal's learned variance: the network outputs v too, trained by lambda L_vlb (lambda = vlb_weight)
+    learn_variance: bool = False
+    vlb_weight: float = VLB_WEIGHT
 
     def __post_init__(self) -> None:
         check_target(self.target)
@@ -72,6 +99,11 @@ class DiffusionObjective:
             raise DifflabError(f"--min-snr-gamma must be > 0, got {self.min_snr_gamma}")
         if self.cond_drop is not None and not 0 <= self.cond_drop < 1:
             raise DifflabError(f"--cond-drop is a probability in [0, 1), got {self.cond_drop}")
+        if not (math.isfinite(self.lognormal_mean) and 0 < self.lognormal_std < math.inf):
+            raise DifflabError(f"--lognormal-mean must be finite and --lognormal-std > 0, got {self.lognormal_mean}, "
+                               f"{self.lognormal_std}")
+        if not 0 <= self.vlb_weight < math.inf:
+            raise DifflabError(f"--vlb-weight must be a finite number >= 0, got {self.vlb_weight}")
 
     def check(self, process: GaussianProcess) -> None:
         """Raise a DifflabError if this objective cannot train on ``process``."""
@@ -83,24 +115,36 @@ class DiffusionObjective:
         if self.target in ALPHA_DIVIDING_TARGETS and float(process.alpha_sigma(as_time(process.t_max))[0]) == 0:
             raise DifflabError(f"--target {self.target} cannot recover x_0 where alpha = 0 (t = {process.t_max}); "
                                "lower --t-max (e.g. 0.999) or train x0, v or velocity")
+        if self.learn_variance and (process.discrete_steps is None
+                                    or resolve_time_sampling(self.time_sampling, process, self.target) != "discrete"):
+            raise DifflabError("--learn-variance trains the variance of DDPM's reverse steps through their bound: use "
+                               "--process ddpm with discrete time sampling (--time-sampling auto or discrete)")
 
     def resolved(self, process: GaussianProcess) -> DiffusionObjective:
         """This objective for ``process``: time sampling "auto" made concrete, then checked."""
         self.check(process)
-        return replace(self, time_sampling=resolve_time_sampling(self.time_sampling, process))
+        return replace(self, time_sampling=resolve_time_sampling(self.time_sampling, process, self.target))
 
 
-def resolve_time_sampling(how: str, process: GaussianProcess) -> str:
-    """"auto" -> "discrete" on a process with discrete steps, else "continuous"; other values unchanged."""
+def resolve_time_sampling(how: str, process: GaussianProcess, target: str = "eps") -> str:
+    """"auto" -> "lognormal" for the edm target, else "discrete" on a process with discrete steps, else
+    "continuous"; other values unchanged."""
     if how == "auto":
+        if target == "edm":
+            return "lognormal"
         return "discrete" if process.discrete_steps is not None else "continuous"
     return how
 
 
 def sample_times(process: GaussianProcess, n: int, how: str, generator: torch.Generator | None,
-                 device: torch.device | str = "cpu") -> Tensor:
-    """(n,) float64 training times."""
+                 device: torch.device | str = "cpu", lognormal: tuple[float, float] = (EDM_P_MEAN, EDM_P_STD)
+                 ) -> Tensor:
+    """(n,) float64 training times; ``lognormal`` = (P_mean, P_std) of the "lognormal" sampling."""
     how = resolve_time_sampling(how, process)
+    if how == "lognormal":
+        # ln s ~ N(P_mean, P_std^2), s = sigma / alpha = exp(-lambda / 2) (Karras et al. 2022, Table 1)
+        ln_s = lognormal[0] + lognormal[1] * torch.randn(n, generator=generator, device=device, dtype=torch.float64)
+        return process.time_at_log_snr(-2 * ln_s).clamp(process.t_min, process.t_max)
     if how == "discrete":
         T = process.discrete_steps
         if T is None:
@@ -118,6 +162,9 @@ def loss_weight(objective: DiffusionObjective, process: GaussianProcess, t: Tens
     c = process.coefficients(t)
     if objective.weighting == "sigma2":
         w_eps = torch.ones_like(t)
+    elif objective.weighting == "edm":
+        # lambda(s) (s sigma/alpha)^2 = (s^2 + sigma_d^2) / sigma_d^2, written without dividing by alpha
+        w_eps = (c.sigma**2 + c.alpha**2 * EDM_SIGMA_DATA**2) / (c.alpha * EDM_SIGMA_DATA) ** 2
     elif objective.weighting == "likelihood":
         w_eps = process.diffusion_sq(t) / c.sigma**2
     else:  # min-snr
@@ -137,7 +184,8 @@ def noised(process: GaussianProcess, objective: DiffusionObjective, x0: Tensor, 
            ) -> tuple[Tensor, Tensor, PathCoefficients, Tensor]:
     """A training batch's times t (B,), noise eps (paired with x0 by the coupling), path coefficients at t
     (broadcast against x0) and x_t = alpha x0 + sigma eps ~ q(x_t | x_0)."""
-    t = sample_times(process, x0.shape[0], objective.time_sampling, generator, x0.device)
+    t = sample_times(process, x0.shape[0], objective.time_sampling, generator, x0.device,
+                     (objective.lognormal_mean, objective.lognormal_std))
     eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     if objective.coupling == "ot":
         eps = eps[ot_pairing(x0, eps)]
@@ -153,9 +201,30 @@ def diffusion_loss(network: nn.Module, process: GaussianProcess, objective: Diff
     if cond is not None and objective.cond_drop:
         cond = cond.drop(torch.rand(x0.shape[0], generator=generator, device=x0.device) < objective.cond_drop)
     target = from_x0_eps(objective.target, x0, eps, c)
-    pred = predict(network, x_t, t, c, process, cond)
+    pred = predict(network, x_t, t, c, process, cond, objective.target)
+    v = None
+    if objective.learn_variance:
+        pred, v = split_variance(pred)                                      # (B, C, ...) each
     loss = (pred.float() - target.float()).pow(2).flatten(1).mean(1)       # ||f - target||^2 / D
-    return loss_weight(objective, process, t).to(loss) * loss, t
+    loss = loss_weight(objective, process, t).to(loss) * loss
+    if v is not None:                                                       # L_hybrid = L_simple + lambda L_vlb
+        loss = loss + objective.vlb_weight * process.discrete_steps * vlb_bpd(process, objective.target, x0, x_t, t,
+                                                                              pred.detach(), v).to(loss)
+    return loss, t
+
+
+def vlb_bpd(process: GaussianProcess, target: str, x0: Tensor, x_t: Tensor, t: Tensor, pred: Tensor, v: Tensor
+            ) -> Tensor:
+    """L_{t-1} (B,) in bits/dim for training times t (B,) on DDPM's steps: the bound's term with the mean of
+    p(x_{t-1} | x_t) from the prediction ``pred`` of ``target`` (pass it detached: Nichol & Dhariwal's stop-gradient)
+    and the learned variance from v (B, C, ...), in float64 (the KL of a T = 1000 chain is a small difference)."""
+    x0, x_t, v = x0.double(), x_t.double(), v.double()
+    steps = torch.round(t.cpu() * process.discrete_steps).long()                      # (B,) in 1..T
+    c = process.coefficients(as_time(t)).expand_as(x_t)
+    x0_hat = to_x0_eps(target, pred.double(), x_t, c)[0]
+    var = reverse_variance(process, steps, "learned", v)                             # (B, C, ...)
+    nats = vlb_terms(process, x0, x_t, x0_hat, steps, var, "discretized")
+    return nats_to_bpd(nats, x0[0].numel())
 
 
 def classifier_loss(network: nn.Module, process: GaussianProcess, objective: DiffusionObjective, x0: Tensor,

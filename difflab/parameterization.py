@@ -6,12 +6,18 @@ With x_t = alpha x_0 + sigma eps, a network may predict
     v         alpha eps - sigma x_0                       (Salimans & Ho 2022)
     score     grad log p_t(x_t) = -eps / sigma            (Tweedie)
     velocity  dx_t/dt = alpha' x_0 + sigma' eps           (flow matching; the probability-flow ODE)
+    edm       F of EDM's preconditioning, D = c_skip x_hat + c_out F  (Karras et al. 2022, eq. 7 and Table 1)
 Every target is a linear function of (x_0, eps) given x_t, so each converts to (x_0, eps) and back.
 All coefficient tensors must already broadcast against x (see PathCoefficients.expand_as).
 
 How a network is called (the one place, for training and sampling alike, :func:`predict`):
     F(x_t / sqrt(alpha^2 + sigma^2), noise level, condition)
 with the noise level the path's log-SNR at t (or t itself for runs of difflab 0.1; networks.embeddings).
+The "edm" target reads x_t / sqrt(sigma^2 + alpha^2 sigma_data^2) = c_in x_hat instead (unit variance for data of
+std sigma_data), and its c_noise = ln(s) / 4 = -lambda / 8 is an affine function of the log-SNR lambda the network
+reads (the noise embedding absorbs the affine map).
+
+EDM's frame (Karras et al. 2022, Table 1, scaling s(t) = alpha): x_hat = x_t / alpha = x_0 + s eps, s = sigma / alpha.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ from difflab.errors import DifflabError
 from difflab.networks.embeddings import LOG_SNR, PROCESS_TIME
 from difflab.process.base import GaussianProcess, PathCoefficients, as_time
 
-TARGETS = ("eps", "x0", "v", "score", "velocity")
+TARGETS = ("eps", "x0", "v", "score", "velocity", "edm")
+# sigma_data of EDM's preconditioning: the std of the data it is tuned for (images in [-1, 1], Karras et al. 2022)
+EDM_SIGMA_DATA = 0.5
 
 Pair = tuple[Tensor, Tensor]  # (x0, eps)
 
@@ -83,12 +91,43 @@ def velocity_target(x0: Tensor, eps: Tensor, c: PathCoefficients) -> Tensor:
     return c.d_alpha * x0 + c.d_sigma * eps
 
 
+def edm_preconditioning(s: Tensor, sigma_data: float = EDM_SIGMA_DATA) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(c_skip, c_out, c_in, c_noise) at EDM noise levels s = sigma / alpha (Karras et al. 2022, Table 1):
+
+        c_skip = sigma_d^2 / (s^2 + sigma_d^2),   c_out = s sigma_d / sqrt(s^2 + sigma_d^2),
+        c_in   = 1 / sqrt(s^2 + sigma_d^2),       c_noise = ln(s) / 4
+    so that D(x_hat; s) = c_skip x_hat + c_out F(c_in x_hat, c_noise)                          (eq. 7)."""
+    norm = s**2 + sigma_data**2
+    return sigma_data**2 / norm, s * sigma_data / norm.sqrt(), 1 / norm.sqrt(), s.log() / 4
+
+
+def edm_norm(c: PathCoefficients, sigma_data: float = EDM_SIGMA_DATA) -> Tensor:
+    """sqrt(sigma^2 + alpha^2 sigma_d^2) = alpha sqrt(s^2 + sigma_d^2): Table 1's coefficients in x_t's frame
+    divide by it, which keeps them finite where alpha = 0 (the flow path's t = 1)."""
+    return (c.sigma**2 + c.alpha**2 * sigma_data**2).sqrt()
+
+
+def x0_eps_from_edm(f: Tensor, x_t: Tensor, c: PathCoefficients) -> Pair:
+    """x0 = D = c_skip x_hat + c_out F with x_hat = x_t / alpha (eq. 7), in x_t's frame:
+    x0 = (sigma_d^2 alpha / n^2) x_t + (sigma sigma_d / n) F,  n = sqrt(sigma^2 + alpha^2 sigma_d^2)."""
+    sd, n = EDM_SIGMA_DATA, edm_norm(c)
+    return x0_eps_from_x0(sd**2 * c.alpha / n**2 * x_t + c.sigma * sd / n * f, x_t, c)
+
+
+def edm_target(x0: Tensor, eps: Tensor, c: PathCoefficients) -> Tensor:
+    """EDM's effective training target F = (x0 - c_skip x_hat) / c_out (Karras et al. 2022, eq. 8), in x_t's frame:
+    F = (sigma x0 - sigma_d^2 alpha eps) / (sigma_d n),  n = sqrt(sigma^2 + alpha^2 sigma_d^2)."""
+    sd = EDM_SIGMA_DATA
+    return (c.sigma * x0 - sd**2 * c.alpha * eps) / (sd * edm_norm(c))
+
+
 TO_X0_EPS: dict[str, Callable[[Tensor, Tensor, PathCoefficients], Pair]] = {
     "eps": x0_eps_from_eps, "x0": x0_eps_from_x0, "v": x0_eps_from_v,
-    "score": x0_eps_from_score, "velocity": x0_eps_from_velocity,
+    "score": x0_eps_from_score, "velocity": x0_eps_from_velocity, "edm": x0_eps_from_edm,
 }
 FROM_X0_EPS: dict[str, Callable[[Tensor, Tensor, PathCoefficients], Tensor]] = {
     "eps": eps_target, "x0": x0_target, "v": v_target, "score": score_target, "velocity": velocity_target,
+    "edm": edm_target,
 }
 
 
@@ -119,9 +158,12 @@ def eps_scale(target: str, c: PathCoefficients) -> Tensor:
     return from_x0_eps(target, x0, eps, c)
 
 
-def network_input(x_t: Tensor, c: PathCoefficients) -> Tensor:
+def network_input(x_t: Tensor, c: PathCoefficients, target: str = "eps") -> Tensor:
     """What a network reads: x_t / sqrt(alpha^2 + sigma^2), unit variance for unit-variance data on every path
-    (the identity on variance-preserving paths; EDM's c_in for VE, Karras et al. 2022, Table 1)."""
+    (the identity on variance-preserving paths; EDM's c_in for VE and sigma_data = 1, Karras et al. 2022, Table 1);
+    for the "edm" target EDM's own c_in x_hat = x_t / sqrt(sigma^2 + alpha^2 sigma_data^2)."""
+    if target == "edm":
+        return x_t / edm_norm(c)
     return x_t / (c.alpha**2 + c.sigma**2).sqrt()
 
 
@@ -131,6 +173,13 @@ def convert(value: Tensor, source: str, target: str, x_t: Tensor, c: PathCoeffic
     return from_x0_eps(target, x0, eps, c)
 
 
+def split_variance(out: Tensor) -> tuple[Tensor, Tensor]:
+    """A learned-variance network's output (B, 2C, ...) -> its target (B, C, ...) and Nichol & Dhariwal's v =
+    (r + 1) / 2 (B, C, ...) from the second half r (their code's "learned range": r = 1 is beta, r = -1 beta-tilde)."""
+    target, r = out.chunk(2, dim=1)
+    return target, (r + 1) / 2
+
+
 def noise_level(process: GaussianProcess, t: Tensor, noise_input: str = LOG_SNR) -> Tensor:
     """What a network reads as its noise level at times t (float64, shaped like t): the log-SNR
     lambda(t) = log(alpha^2 / sigma^2), or t itself for a network whose noise_input is "t"."""
@@ -138,12 +187,13 @@ def noise_level(process: GaussianProcess, t: Tensor, noise_input: str = LOG_SNR)
 
 
 def predict(network: nn.Module, x_t: Tensor, t: Tensor, c: PathCoefficients, process: GaussianProcess,
-            cond: Condition | None = None) -> Tensor:
+            cond: Condition | None = None, target: str = "eps") -> Tensor:
     """The network's raw output at (x_t, t) (B, ...), in its own dtype: F(network_input(x_t), noise level, cond).
 
-    x_t (B, ...); t () or (B,) float64; c the path coefficients at t, broadcast against x_t."""
+    x_t (B, ...); t () or (B,) float64; c the path coefficients at t, broadcast against x_t; ``target`` what the
+    network predicts (only "edm" changes what it reads)."""
     param = next(network.parameters(), None)
     dtype = x_t.dtype if param is None else param.dtype
     t = as_time(t, batch=x_t.shape[0], device=x_t.device)
     noise = noise_level(process, t, getattr(network, "noise_input", LOG_SNR))
-    return network(network_input(x_t, c).to(dtype), noise.to(dtype), cond)
+    return network(network_input(x_t, c, target).to(dtype), noise.to(dtype), cond)

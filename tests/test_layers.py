@@ -27,7 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "parameterization": {"process", "networks"},
     "codecs": {"networks"},
     "denoisers": {"process", "parameterization", "operators"},
-    "objectives": {"process", "parameterization"},
+    "objectives": {"process", "parameterization", "likelihood"},
     "samplers": {"process", "denoisers"},
     "likelihood": {"process", "denoisers"},
     "restoration": {"operators", "process", "denoisers", "samplers"},

@@ -7,7 +7,7 @@ import torch
 
 from difflab.errors import DifflabError
 from difflab.objectives import DiffusionObjective, diffusion_loss, loss_weight, ot_pairing
-from difflab.parameterization import TARGETS, eps_scale, from_x0_eps, to_x0_eps
+from difflab.parameterization import TARGETS, edm_norm, eps_scale, from_x0_eps, to_x0_eps
 from difflab.process import DDPMProcess, FlowProcess, VEProcess, VPProcess
 
 PROCESSES = {"ddpm": DDPMProcess("cosine"), "vp": VPProcess(), "ve": VEProcess(sigma_max=5.0), "flow": FlowProcess()}
@@ -47,7 +47,7 @@ def test_weightings_match_their_papers():
         torch.testing.assert_close(w(target, "uniform"), torch.ones_like(T))
 
 
-@pytest.mark.parametrize("weighting", ["sigma2", "likelihood", "min-snr"])
+@pytest.mark.parametrize("weighting", ["sigma2", "likelihood", "min-snr", "edm"])
 def test_weighted_loss_is_the_same_whatever_the_target(weighting):
     """One prediction, expressed as each target, gives the same weighted loss: weights live on the eps scale."""
     p = VPProcess()
@@ -62,7 +62,8 @@ def test_weighted_loss_is_the_same_whatever_the_target(weighting):
         def forward(self, x, noise, cond=None):
             t = p.time_at_log_snr(noise.double())      # networks read the log-SNR; the path is the test's
             c = p.coefficients(t).expand_as(x)
-            x0_hat, eps_hat = to_x0_eps("eps", eps_net(x.double()), x, c)
+            x = x.double() * (edm_norm(c) if self.target == "edm" else 1)   # x_t (VP: alpha^2 + sigma^2 = 1)
+            x0_hat, eps_hat = to_x0_eps("eps", eps_net(x), x, c)
             return from_x0_eps(self.target, x0_hat, eps_hat, c)
 
     losses = []

@@ -82,9 +82,19 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
                  choices=WEIGHTINGS, metavar="NAME")
         optional(p, "--min-snr-gamma", "gamma of the min-snr weighting", r.objective.min_snr_gamma, type=finite_float)
     optional(p, "--time-sampling", f"training times ({', '.join(TIME_SAMPLINGS)}); discrete t = i/T needs a process "
-             "with discrete steps (ddpm); auto: discrete where the process has them, else continuous",
+             "with discrete steps (ddpm); lognormal: EDM's ln(sigma/alpha) ~ N(mean, std^2); auto: lognormal for "
+             "--target edm, else discrete where the process has them, else continuous",
              r.objective.time_sampling, choices=TIME_SAMPLINGS, metavar="HOW")
+    optional(p, "--lognormal-mean", "P_mean of --time-sampling lognormal (EDM)", r.objective.lognormal_mean,
+             type=finite_float)
+    optional(p, "--lognormal-std", "P_std of --time-sampling lognormal (EDM)", r.objective.lognormal_std,
+             type=finite_float)
     if not classifier:
+        p.add_argument("--learn-variance", action="store_true", default=None,
+                       help="also learn the reverse steps' variance (Nichol & Dhariwal 2021): hybrid loss "
+                            "L_simple + lambda L_vlb; ddpm only; DDPM sampling and --bpd elbo use it")
+        optional(p, "--vlb-weight", "lambda of the hybrid loss of --learn-variance", r.objective.vlb_weight,
+                 type=finite_float)
         optional(p, "--coupling", f"noise-data pairing ({', '.join(COUPLINGS)}); ot: exact minibatch optimal "
                  "transport, flow only", r.objective.coupling, choices=COUPLINGS, metavar="HOW")
     optional(p, "--steps", "training steps (in total, when resuming)", t.steps, type=positive_int)
@@ -196,7 +206,8 @@ def build_config(a: argparse.Namespace) -> RunConfig:
         model=a.model, process=process_config(a),
         codec={"name": "autoencoder", "source": a.autoencoder} if a.autoencoder else None,
         objective=updated(base.objective, time_sampling=a.time_sampling,
-                          **given("target", "weighting", "coupling", "min_snr_gamma", "cond_drop")),
+                          **given("target", "weighting", "coupling", "min_snr_gamma", "cond_drop", "lognormal_mean",
+                                  "lognormal_std", "learn_variance", "vlb_weight")),
         trainer=updated(TrainerConfig(), **{k: getattr(a, k) for k in TRAINER_FLAGS}),
         preview=updated(PreviewConfig(), sampler=getattr(a, "preview_sampler", None),
                         steps=getattr(a, "preview_steps", None)),

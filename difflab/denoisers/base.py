@@ -17,12 +17,14 @@ from difflab.process.base import GaussianProcess, PathCoefficients
 
 @dataclass(frozen=True)
 class Prediction:
-    """A denoiser's output at (x_t, t): x0_hat and eps_hat (B, ...), and the path coefficients
-    (already broadcast against x) they were made with."""
+    """A denoiser's output at (x_t, t): x0_hat and eps_hat (B, ...), the path coefficients (already broadcast
+    against x) they were made with, and for a model with learned variance its v (B, ...): the reverse step's
+    variance exp(v log beta + (1 - v) log beta-tilde) (Nichol & Dhariwal 2021, eq. 15); None for the others."""
 
     x0: Tensor
     eps: Tensor
     coeffs: PathCoefficients
+    variance_v: Tensor | None = None
 
     def as_target(self, target: str) -> Tensor:
         """The prediction expressed as any target (eps, x0, v, score, velocity)."""

@@ -19,4 +19,4 @@ class ClippedDenoiser:
     def __call__(self, x: Tensor, t: Tensor, cond: Condition | None = None) -> Prediction:
         p = self.inner(x, t, cond)
         x0 = p.x0.clamp(self.lo, self.hi)
-        return Prediction(*to_x0_eps("x0", x0, x, p.coeffs), p.coeffs)
+        return Prediction(*to_x0_eps("x0", x0, x, p.coeffs), p.coeffs, p.variance_v)

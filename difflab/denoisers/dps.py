@@ -65,7 +65,8 @@ class PosteriorSampling:
             r = self.y.to(pred.x0.dtype) - self.operator(pred.x0)                 # (B, ...)
             sq = r.flatten(1).pow(2).sum(1)                                         # ||r||^2 (B,)
             (grad,) = torch.autograd.grad(sq.sum(), xg)
-        return Prediction(pred.x0.detach(), pred.eps.detach(), pred.coeffs), sq.detach().sqrt(), grad
+        v = None if pred.variance_v is None else pred.variance_v.detach()
+        return Prediction(pred.x0.detach(), pred.eps.detach(), pred.coeffs, v), sq.detach().sqrt(), grad
 
     def __call__(self, x: Tensor, t: Tensor, cond: Condition | None = None) -> Prediction:
         t = as_time(t, device=x.device)

@@ -69,7 +69,9 @@ class ClassifierFreeGuidance:
         w = expand_to(w, x)
         x0 = w * both.x0[:B] + (1 - w) * both.x0[B:]                               # Ho & Salimans 2022, eq. 6
         eps = w * both.eps[:B] + (1 - w) * both.eps[B:]
-        return Prediction(x0, eps, self.process.coefficients(t).expand_as(x))
+        # a learned variance is the conditional branch's (GLIDE, Nichol et al. 2022)
+        v = None if both.variance_v is None else both.variance_v[:B]
+        return Prediction(x0, eps, self.process.coefficients(t).expand_as(x), v)
 
 
 class ClassProbabilities(Protocol):
@@ -130,4 +132,4 @@ def score_shifted(pred: Prediction, d: Tensor) -> Prediction:
     shift = (c.alpha > 0) & torch.isfinite(d)
     d = torch.where(shift, d, torch.zeros_like(d))
     safe_alpha = torch.where(c.alpha > 0, c.alpha, torch.ones_like(c.alpha))
-    return Prediction(pred.x0 + c.sigma**2 / safe_alpha * d, pred.eps - c.sigma * d, c)
+    return Prediction(pred.x0 + c.sigma**2 / safe_alpha * d, pred.eps - c.sigma * d, c, pred.variance_v)

@@ -27,6 +27,7 @@ from difflab.likelihood.bpd import BIN_WIDTH, nats_to_bpd
 from difflab.likelihood.gaussian import discretized_gaussian_log_likelihood, gaussian_log_likelihood, normal_kl
 from difflab.likelihood.result import LikelihoodResult
 from difflab.process import REVERSE_VARIANCES, DDPMProcess, GaussianProcess, expand_to
+from difflab.process.base import VARIANCES, learned_variance, resolve_variance
 from difflab.rng import GeneratorNoise, Noise
 
 DECODERS = ("discretized", "gaussian")
@@ -65,55 +66,70 @@ def prior_kl(process: DDPMProcess, x0: Tensor) -> Tensor:
     return normal_kl(alpha * x0, var, torch.zeros_like(x0), torch.ones_like(x0)).flatten(1).sum(1)
 
 
-def reverse_variance(process: DDPMProcess, steps: Tensor, variance: str) -> Tensor:
-    """sigma_t^2 of p(x_{t-1} | x_t) for steps t (N,) (Ho et al. sec. 3.2): "posterior" beta-tilde_t, "beta" beta_t.
+def reverse_variance(process: DDPMProcess, steps: Tensor, variance: str, v: Tensor | None = None) -> Tensor:
+    """sigma_t^2 of p(x_{t-1} | x_t) for steps t (N,) (Ho et al. sec. 3.2): "posterior" beta-tilde_t, "beta" beta_t,
+    (N,); "learned" exp(v log beta_t + (1 - v) log beta-tilde_t) with the model's v (N, ...) (Nichol & Dhariwal, eq. 15).
 
     The decoder (t = 1) gets beta_1 under "beta" (the paper's sigma_1^2) and beta-tilde_2 under "posterior",
     since beta-tilde_1 = 0 (the clipped value of Ho et al.'s and Nichol & Dhariwal's code, which use
-    beta-tilde_2 at t = 1 for both choices)."""
+    beta-tilde_2 at t = 1 for both choices); "learned" interpolates between these two."""
+    if variance == "learned":
+        if v is None:
+            raise DifflabError("--variance learned needs a model trained with --learn-variance; use posterior or beta")
+        beta, beta_tilde = (expand_to(reverse_variance(process, steps, name), v) for name in ("beta", "posterior"))
+        return learned_variance(v, beta, beta_tilde)
     if variance not in REVERSE_VARIANCES:
-        raise DifflabError(f"unknown DDPM variance {variance!r}; choose one of {', '.join(REVERSE_VARIANCES)}")
+        raise DifflabError(f"unknown DDPM variance {variance!r}; choose one of {', '.join(VARIANCES)}")
     if variance == "beta":
         return process.betas.to(steps.device)[steps - 1]
     return process.posterior_table(steps.clamp_min(2))[2]
 
 
-def step_terms(denoiser: Denoiser, x0: Tensor, steps: Tensor, eps: Tensor, *, cond: Condition | None = None,
-               variance: str = "posterior", decoder: str = "discretized") -> Tensor:
-    """One term of the bound per row, (N,) nats: L_{t-1} at x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps.
-
-    x0, eps: (N, ...) float64; steps: (N,) int64 in 1..T (read on the CPU, like the tables). Rows with t >= 2
-    give the KL (Ho et al. eq. 5), rows with t = 1 the decoder's -log p(x_0 | x_1) (eq. 13, or a Gaussian
-    density when decoder="gaussian"). One denoiser call on all N rows.
-    """
-    process = ddpm_process(denoiser)
-    steps = steps.cpu()                                                  # indexes the process's (CPU) tables
-    t = process.times(steps)
-    x_t = process.marginal(x0, t, eps)                                   # (N, ...)
-    x0_hat = denoiser(x_t, t, cond).x0.to(x0.dtype)
-    var_p = reverse_variance(process, steps, variance)                   # (N,)
+def vlb_terms(process: DDPMProcess, x0: Tensor, x_t: Tensor, x0_hat: Tensor, steps: Tensor, var_p: Tensor,
+              decoder: str = "discretized") -> Tensor:
+    """One term of the bound per row, (N,) nats, given x_t, the true x0 and the model's x0_hat (N, ...) at steps
+    (N,) int64 in 1..T (on the CPU) and the model's reverse variance var_p ((N,) or (N, ...)). Rows with t >= 2 give
+    L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || N(mu(x_t, x0_hat), var_p)) (Ho et al. eq. 5-7), rows with t = 1 the
+    decoder's -log p(x_0 | x_1) (eq. 13, or a Gaussian density when decoder="gaussian"). Pure tensor math: the ELBO
+    and the hybrid loss of a learned variance (Nichol & Dhariwal sec. 3.1) both call it."""
     out = torch.empty(steps.shape, dtype=x0.dtype, device=x0.device)
-
     kl = steps >= 2
     if kl.any():
         # L_{t-1} = KL(q(x_{t-1}|x_t,x_0) || N(mu(x_t, x0_hat), sigma_t^2 I))       (Ho et al. eq. 5-7)
         rows = kl.to(x0.device)
         mu_q, var_q = process.posterior_step(x_t[rows], x0[rows], steps[kl])
         mu_p, _ = process.posterior_step(x_t[rows], x0_hat[rows], steps[kl])
-        var_q, var_p_kl = expand_to(var_q, mu_q).expand_as(mu_q), expand_to(var_p[kl], mu_q).expand_as(mu_q)
+        var_q, var_p_kl = expand_to(var_q, mu_q).expand_as(mu_q), expand_to(var_p[rows], mu_q).expand_as(mu_q)
         out[rows] = normal_kl(mu_q, var_q, mu_p, var_p_kl).flatten(1).sum(1)
     if not kl.all():
         # L_0 = -log p(x_0 | x_1), decoder mean mu(x_1, x0_hat) = x0_hat (q's coefficient of x_1 is 0 at t = 1)
         rows = (~kl).to(x0.device)
         x, mean = x0[rows], x0_hat[rows]
-        var = expand_to(var_p[~kl], x).expand_as(x)
+        var = expand_to(var_p[rows], x).expand_as(x)
         logp = (discretized_gaussian_log_likelihood(x, mean, var, BIN_WIDTH) if decoder == "discretized"
                 else gaussian_log_likelihood(x, mean, var))              # (n, ...)  Ho et al. eq. 13
         out[rows] = -logp.flatten(1).sum(1)
     return out
 
 
-def elbo_terms(denoiser: Denoiser, x0: Tensor, *, cond: Condition | None = None, variance: str = "posterior",
+def step_terms(denoiser: Denoiser, x0: Tensor, steps: Tensor, eps: Tensor, *, cond: Condition | None = None,
+               variance: str = "auto", decoder: str = "discretized") -> Tensor:
+    """One term of the bound per row, (N,) nats: L_{t-1} at x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps.
+
+    x0, eps: (N, ...) float64; steps: (N,) int64 in 1..T (read on the CPU, like the tables). See :func:`vlb_terms`.
+    One denoiser call on all N rows.
+    """
+    process = ddpm_process(denoiser)
+    steps = steps.cpu()                                                  # indexes the process's (CPU) tables
+    t = process.times(steps)
+    x_t = process.marginal(x0, t, eps)                                   # (N, ...)
+    pred = denoiser(x_t, t, cond)
+    v = None if pred.variance_v is None else pred.variance_v.to(x0.dtype)
+    var_p = reverse_variance(process, steps, resolve_variance(variance, v is not None), v)    # (N,) or (N, ...)
+    return vlb_terms(process, x0, x_t, pred.x0.to(x0.dtype), steps, var_p.to(x0.device), decoder)
+
+
+def elbo_terms(denoiser: Denoiser, x0: Tensor, *, cond: Condition | None = None, variance: str = "auto",
                decoder: str = "discretized", timesteps: int | None = None, t_batch: int = 50,
                noise: Noise | None = None) -> tuple[Tensor, Tensor]:
     """The bound's terms (B, T + 1) and its total (B,), in nats, for data x0 (B, ...).
@@ -161,14 +177,15 @@ def elbo_terms(denoiser: Denoiser, x0: Tensor, *, cond: Condition | None = None,
     return terms, total
 
 
-def elbo_bpd(denoiser: Denoiser, x0: Tensor, *, cond: Condition | None = None, variance: str = "posterior",
+def elbo_bpd(denoiser: Denoiser, x0: Tensor, *, cond: Condition | None = None, variance: str = "auto",
              decoder: str = "discretized", timesteps: int | None = None, t_batch: int = 50,
              noise: Noise | None = None) -> ElboResult:
     """The DDPM variational bound in bits/dim per example, for x0 (B, ...) in [-1, 1].
 
     bpd = L / (D log 2) with L in nats (no offset: the discretized decoder gives the probability of the 8-bit
     bins of width 2/255 themselves; decoder="gaussian" gives a density's bits/dim for continuous data).
-    variance: "posterior" (sigma_t^2 = beta-tilde_t) or "beta" (beta_t); timesteps: None for all T terms
+    variance: "posterior" (sigma_t^2 = beta-tilde_t), "beta" (beta_t), "learned" (the model's, Nichol & Dhariwal) or
+    "auto" (learned where the model learned it, else posterior); timesteps: None for all T terms
     or K for the unbiased estimate from K random steps. NFE per example: K + 1. See :func:`elbo_terms`.
     """
     start = time.perf_counter()

@@ -23,6 +23,7 @@ from difflab.pipelines.run import default_condition, is_conditional, run_codec
 from difflab.process import GaussianProcess
 from difflab.resources import check_memory
 from difflab.rng import PerSampleNoise
+from difflab.process.base import resolve_variance
 from difflab.samplers import StepInfo, check_options, get_sampler, sampler_options, time_grid
 from difflab.samplers.base import Callback
 from difflab.viz import GRID_SUFFIXES, PLOT_SUFFIXES, plot_points, save_grid
@@ -52,7 +53,7 @@ def make_denoiser(network: nn.Module, process: GaussianProcess, cfg: RunConfig, 
     """The run's network read through its process and target, steered by ``guidance`` (classifier-free, then
     classifier guidance) and ``wrap`` (e.g. posterior sampling for a measurement), its x0 clamped to the data's
     range if ``clip`` (and the data has a range)."""
-    d: Denoiser = NetworkDenoiser(network, process, cfg.objective.target)
+    d: Denoiser = NetworkDenoiser(network, process, cfg.objective.target, cfg.objective.learn_variance)
     if guidance is not None and guidance.classifier_free:
         if not is_conditional(cfg):
             raise DifflabError("--guidance needs a conditional model (difflab train --class-cond or --text); "
@@ -145,6 +146,8 @@ def sample_run(network: nn.Module, process: GaussianProcess, cfg: RunConfig, sam
     codec; a latent run's LoadedModel.codec holds its autoencoder)."""
     codec = codec or run_codec(cfg)
     clip = resolve_clip(clip, codec.model_spec, sampler)
+    if (kwargs.get("options") or {}).get("variance") == "learned":
+        resolve_variance("learned", cfg.objective.learn_variance)     # a one-line error before the first step
     if cond is None:
         cond = default_condition(cfg, n)
     was_training = network.training

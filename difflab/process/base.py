@@ -22,6 +22,8 @@ from torch import Tensor
 from difflab.errors import DifflabError
 
 REVERSE_VARIANCES = ("posterior", "beta")
+# what a reverse step may use: the two fixed variances, a model's learned one, or "auto" (learned where learned)
+VARIANCES = ("auto", *REVERSE_VARIANCES, "learned")
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,23 @@ class GaussianProcess(ABC):
         """Mean (B, ...) and variance (B,) of q(x_s | x_t, x_0); see :meth:`posterior_coefficients`."""
         coef_xt, coef_x0, var = self.posterior_coefficients(t, s)
         return expand_to(coef_xt, x_t) * x_t + expand_to(coef_x0, x_t) * x0, var
+
+
+def resolve_variance(variance: str, learned: bool) -> str:
+    """The variance a reverse step uses: "auto" is "learned" for a model with learned variance, else "posterior"."""
+    if variance not in VARIANCES:
+        raise DifflabError(f"unknown DDPM variance {variance!r}; choose one of {', '.join(VARIANCES)}")
+    if variance == "learned" and not learned:
+        raise DifflabError("--variance learned needs a model trained with --learn-variance; use posterior or beta")
+    if variance == "auto":
+        return "learned" if learned else "posterior"
+    return variance
+
+
+def learned_variance(v: Tensor, var_beta: Tensor, var_posterior: Tensor) -> Tensor:
+    """Sigma = exp(v log beta_t + (1 - v) log beta-tilde_t) (Nichol & Dhariwal 2021, eq. 15), elementwise: v = 1 gives
+    the "beta" variance, v = 0 the "posterior" one; v is a network output and is not clamped to [0, 1]."""
+    return torch.exp(v * torch.log(var_beta) + (1 - v) * torch.log(var_posterior))
 
 
 def check_t_min(t_min: float, t_max: float = 1.0) -> None:

@@ -3,6 +3,9 @@
 Each step t -> s draws x_s ~ p(x_s | x_t) = N(mu, var) with mu the posterior mean of q(x_s | x_t, x0_hat):
   variance="posterior": var = beta-tilde (the posterior variance, Ho et al. sigma_t^2 = beta-tilde_t)
   variance="beta":      var = sigma_{t|s}^2 = 1 - alpha_bar_t/alpha_bar_s (Ho et al. sigma_t^2 = beta_t)
+  variance="learned":   var = exp(v log sigma_{t|s}^2 + (1 - v) log beta-tilde) with the model's v (Nichol & Dhariwal
+                        2021, eq. 15; on a respaced grid their sec. 4 respacing)
+  variance="auto":      "learned" for a model trained with learned variance, else "posterior"
 On DDPM's own grid (s = t - 1/T) these are Ho et al.'s two choices exactly; on a coarser grid it is
 the respaced sampler of Nichol & Dhariwal (2021).
 """
@@ -13,20 +16,17 @@ from torch import Tensor
 
 from difflab.condition import Condition
 from difflab.denoisers.base import Denoiser, Prediction
-from difflab.errors import DifflabError
-from difflab.process.base import REVERSE_VARIANCES, GaussianProcess, as_time, expand_to
+from difflab.process.base import GaussianProcess, as_time, expand_to, learned_variance, resolve_variance
 from difflab.rng import Noise
 from difflab.samplers.base import Callback, CountingDenoiser, SampleResult, check_grid, require_noise, run_grid
 
-VARIANCES = REVERSE_VARIANCES
 
 
 def sample_ddpm(denoiser: Denoiser, x: Tensor, ts: Tensor, *, noise: Noise | None = None,
                 cond: Condition | None = None, callback: Callback | None = None,
-                variance: str = "posterior") -> SampleResult:
+                variance: str = "auto") -> SampleResult:
     """Ancestral sampling from x at ts[0] down to 0. x: (B, ...)."""
-    if variance not in VARIANCES:
-        raise DifflabError(f"unknown DDPM variance {variance!r}; choose one of {', '.join(VARIANCES)}")
+    resolve_variance(variance, learned=True)                    # a bad name fails before the first step
     require_noise(noise, "ddpm")
     process = denoiser.process
 
@@ -37,9 +37,14 @@ def sample_ddpm(denoiser: Denoiser, x: Tensor, ts: Tensor, *, noise: Noise | Non
 
 
 def ancestral_step(process: GaussianProcess, x: Tensor, pred: Prediction, t: float, s: float, noise: Noise,
-                   variance: str = "posterior") -> Tensor:
+                   variance: str = "auto") -> Tensor:
     """One ancestral step t -> s < t: x_s = mu(x_t, x0_hat) + sqrt(var) z (Ho et al. 2020, Algorithm 2, line 4)."""
     t_, s_ = as_time(t), as_time(s)
     mean, _ = process.posterior(x, pred.x0, t_, s_)
-    var = process.reverse_variance(t_, s_, variance)
-    return mean + expand_to(var.sqrt(), x) * noise.randn_like(x)              # x_s = mu + sigma z
+    variance = resolve_variance(variance, pred.variance_v is not None)
+    if variance == "learned":
+        var_beta, var_post = (expand_to(process.reverse_variance(t_, s_, v), x) for v in ("beta", "posterior"))
+        var = learned_variance(pred.variance_v.to(x.dtype), var_beta, var_post)      # (B, ...)
+    else:
+        var = expand_to(process.reverse_variance(t_, s_, variance), x)
+    return mean + var.sqrt() * noise.randn_like(x)                              # x_s = mu + sigma z

@@ -57,7 +57,7 @@ def repaint_schedule(steps: int, jump: int, resample: int) -> list[int]:
 def sample_repaint(denoiser: Denoiser, x: Tensor, ts: Tensor, *, noise: Noise | None = None,
                    cond: Condition | None = None, callback: Callback | None = None, known: Tensor,
                    mask: Tensor, jump: int = DEFAULT_JUMP, resample: int = DEFAULT_RESAMPLE,
-                   variance: str = "posterior") -> SampleResult:
+                   variance: str = "auto") -> SampleResult:
     """Inpaint: x (B, C, H, W) noise at ts[0]; ``known`` (B, C, H, W) the measured image (values where ``mask``
     (B or 1, 1, H, W) bool is True are kept). The grid must end at 0."""
     require_noise(noise, "repaint")
