@@ -41,6 +41,17 @@ def finite_float(text: str) -> float:
     return value
 
 
+def float_or_inf(text: str) -> float:
+    """A number, where inf (no bound) is allowed; NaN is not."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or inf, got {text!r}") from None
+    if value != value:
+        raise argparse.ArgumentTypeError(f"expected a number or inf, got {text!r}")
+    return value
+
+
 def on_off(text: str) -> bool:
     """``on`` or ``off`` as a bool (a yes/no option whose default may be either)."""
     if text not in ("on", "off"):

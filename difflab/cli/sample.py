@@ -9,14 +9,17 @@ from typing import Any, Callable
 
 import torch
 
-from difflab.cli.common import finite_float, nonneg_int, on_off, option, optional, positive_int, scales
+from difflab.cli.common import (finite_float, float_or_inf, nonneg_int, on_off, option, optional, positive_int,
+                                scales)
 from difflab.errors import DifflabError
 from difflab.io import check_output_file
-from difflab.process import REVERSE_VARIANCES
+from difflab.process.base import VARIANCES
 from difflab.rng import SEED_STRIDE
 from difflab.samplers import SAMPLERS, SPACINGS, StepInfo, sampler_options, time_grid
+from difflab.samplers.dpm_solver import SOLVER_TYPES
 from difflab.samplers.pc import CORRECTOR_RULES, PREDICTORS
 from difflab.samplers.sde import DIFFUSIONS
+from difflab.samplers.unipc import ORDERS, VARIANTS
 
 TRAJECTORY_COLUMNS = 8
 TRAJECTORY_SAMPLES = 4
@@ -40,17 +43,24 @@ class SamplerFlag:
         return [name for name in SAMPLERS if self.option in sampler_options(name)]
 
     def defaults(self) -> str:
-        """'0.0 for ddim, 1.0 for euler-maruyama': the defaults read from the samplers' signatures."""
-        takers = self.takers()
-        if len(takers) == 1:
-            return str(sampler_options(takers[0])[self.option])
-        return ", ".join(f"{sampler_options(s)[self.option]} for {s}" for s in takers)
+        """'0.0 for ddim, 1.0 for euler-maruyama': the defaults read from the samplers' signatures (one value where
+        they agree)."""
+        shown = {s: shown_value(sampler_options(s)[self.option]) for s in self.takers()}
+        if len(set(shown.values())) == 1:
+            return next(iter(shown.values()))
+        return ", ".join(f"{value} for {s}" for s, value in shown.items())
+
+
+def shown_value(value: Any) -> str:
+    """A sampler option's default as the command line writes it (booleans as on/off)."""
+    return ("on" if value else "off") if isinstance(value, bool) else str(value)
 
 
 SAMPLER_FLAGS = (
     SamplerFlag("eta", "noise scale: ddim 0 is deterministic, 1 the DDPM posterior noise; euler-maruyama "
-                "scales the diffusion w(t), 0 is the Euler ODE", finite_float),
-    SamplerFlag("variance", "DDPM step variance: posterior (beta-tilde_t) or beta (beta_t)", choices=REVERSE_VARIANCES),
+                "scales the diffusion w(t), 0 is the Euler ODE; dpmpp-2m-sde 0 is dpmpp-2m", finite_float),
+    SamplerFlag("variance", "DDPM step variance: posterior (beta-tilde_t), beta (beta_t), learned (the model's own, "
+                "if it was trained to learn it), auto = learned where the model learned it, else posterior", choices=VARIANCES),
     SamplerFlag("diffusion", "reverse-SDE diffusion w(t): sde = g(t)^2 (the process's own reverse SDE), sigma = "
                 "sigma(t) (bounded, as in SiT), auto = sigma where alpha(t_max) = 0 (flow), else sde",
                 choices=DIFFUSIONS),
@@ -60,15 +70,25 @@ SAMPLER_FLAGS = (
     SamplerFlag("corrector_rule", "corrector step: expected = 2 a (r sigma)^2 (the rule with the norms' values for "
                 "noise-dominated x; keeps p_t in any dimension), per-sample = each sample's own norms (biased "
                 "by (D + 2)/D in D dimensions)", choices=CORRECTOR_RULES),
-    SamplerFlag("lower_order_final", "on: DPM-Solver++ takes its last step at first order on grids of fewer than 15 "
-                "steps (stabler few-step sampling); off: second order throughout", on_off),
+    SamplerFlag("lower_order_final", "on: the multistep solvers take their last steps at lower order on grids of "
+                "fewer than 15 steps (stabler few-step sampling); off: full order throughout", on_off),
+    SamplerFlag("solver_type", "DPM-Solver++(2M) SDE's second-order term: midpoint or heun", choices=SOLVER_TYPES),
+    SamplerFlag("order", "UniPC's predictor order (the corrector lifts it by one)", int, choices=ORDERS),
+    SamplerFlag("variant", "UniPC's B(h): bh1 = h, bh2 = e^h - 1", choices=VARIANTS),
+    SamplerFlag("s_churn", "EDM's S_churn: noise added back per step, gamma = min(S_churn / N, sqrt 2 - 1); 0 is "
+                "the deterministic Heun sampler", finite_float),
+    SamplerFlag("s_min", "EDM's S_min: churn only where sigma/alpha >= S_min", finite_float),
+    SamplerFlag("s_max", "EDM's S_max: churn only where sigma/alpha <= S_max (inf: no bound)", float_or_inf),
+    SamplerFlag("s_noise", "EDM's S_noise: the std of the added noise (slightly above 1 offsets detail loss)",
+                finite_float),
     SamplerFlag("rtol", "relative tolerance of the adaptive solver", finite_float),
     SamplerFlag("atol", "absolute tolerance of the adaptive solver", finite_float),
     SamplerFlag("langevin_steps", "Langevin steps at each noise level", positive_int),
     SamplerFlag("step_size", "Langevin step size c: step e_i = c sigma(t_i)^2", finite_float),
 )
-STEPS_HELP = ("times on the grid above 0, from t_max down to --t-min; NFE = steps for ddpm, ddim, dpmpp-2m, "
-              "euler-maruyama and euler, 2 steps - 1 for heun, 4 steps - 3 for rk4, (1 + corrector-steps)(steps - 1) + 1 for pc, "
+STEPS_HELP = ("times on the grid above 0, from t_max down to --t-min; NFE = steps for ddpm, ddim, dpmpp-2m, dpmpp-3m, "
+              "dpmpp-2m-sde, unipc, euler-maruyama and euler, 2 steps - 1 for heun, edm and dpmpp-2s, 4 steps - 3 for "
+              "rk4, (1 + corrector-steps)(steps - 1) + 1 for pc, "
               "langevin-steps x steps + 1 for langevin; dopri5 uses only the ends (its tolerances set the NFE)")
 SPACING_HELP = ("time grid: uniform in t, quadratic (dense near the data), karras (rho = 7 in sigma/alpha), "
                 "logsnr (uniform in log alpha^2/sigma^2)")

@@ -13,17 +13,24 @@ from difflab.errors import DifflabError
 from difflab.samplers.base import SampleResult, StepInfo
 from difflab.samplers.ddim import sample_ddim
 from difflab.samplers.ddpm import sample_ddpm
-from difflab.samplers.dpm_solver import sample_dpmpp_2m
+from difflab.samplers.dpm_solver import sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_2s, sample_dpmpp_3m
+from difflab.samplers.edm import sample_edm
 from difflab.samplers.grids import SPACINGS, time_grid
 from difflab.samplers.langevin import sample_langevin
 from difflab.samplers.ode import sample_dopri5, sample_euler, sample_heun, sample_rk4
 from difflab.samplers.pc import sample_pc
 from difflab.samplers.sde import sample_euler_maruyama
+from difflab.samplers.unipc import sample_unipc
 
 SAMPLERS: dict[str, Callable[..., SampleResult]] = {
     "ddpm": sample_ddpm,
     "ddim": sample_ddim,
     "dpmpp-2m": sample_dpmpp_2m,
+    "dpmpp-3m": sample_dpmpp_3m,
+    "dpmpp-2s": sample_dpmpp_2s,
+    "dpmpp-2m-sde": sample_dpmpp_2m_sde,
+    "unipc": sample_unipc,
+    "edm": sample_edm,
     "euler-maruyama": sample_euler_maruyama,
     "pc": sample_pc,
     "euler": sample_euler,
@@ -57,5 +64,6 @@ def check_options(name: str, options: dict[str, Any]) -> None:
 
 
 __all__ = ["SAMPLERS", "SPACINGS", "SampleResult", "StepInfo", "check_options", "get_sampler", "sample_ddim",
-           "sample_ddpm", "sample_dopri5", "sample_dpmpp_2m", "sample_euler", "sample_euler_maruyama", "sample_heun",
-           "sample_langevin", "sample_pc", "sample_rk4", "sampler_options", "time_grid"]
+           "sample_ddpm", "sample_dopri5", "sample_dpmpp_2m", "sample_dpmpp_2m_sde", "sample_dpmpp_2s",
+           "sample_dpmpp_3m", "sample_edm", "sample_euler", "sample_euler_maruyama", "sample_heun", "sample_langevin",
+           "sample_pc", "sample_rk4", "sample_unipc", "sampler_options", "time_grid"]

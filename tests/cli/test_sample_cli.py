@@ -63,7 +63,7 @@ def test_t_min_moves_the_end_of_the_grid(capsys, run10, tmp_path):
 @pytest.mark.parametrize("args,needles", [
     (["--sampler", "heun", "--snr", "0.2"], ["--snr", "pc", "heun"]),
     (["--sampler", "ddim", "--rtol", "1e-3"], ["--rtol", "dopri5"]),
-    (["--sampler", "pc", "--eta", "0.5"], ["--eta", "ddim or euler-maruyama"]),
+    (["--sampler", "pc", "--eta", "0.5"], ["--eta", "ddim or dpmpp-2m-sde or euler-maruyama"]),
     (["--sampler", "ddpm", "--langevin-steps", "3"], ["--langevin-steps", "langevin"]),
     (["--sampler", "euler", "--diffusion", "sigma"], ["--diffusion", "euler-maruyama"]),
     (["--sampler", "langevin", "--step-size", "3"], ["--step-size", "(0, 2)"]),
@@ -87,6 +87,7 @@ def test_help_shows_every_sampler_option_with_its_default(capsys):
         assert re.search(re.escape(f.flag) + r" \S+ ((?! --\w).)*\(default: [^)]+\)", text), f.flag
     for flag in ("--t-min", "--spacing", "--steps"):
         assert flag in text
-    assert "(default: 0.0 for ddim, 1.0 for euler-maruyama)" in text
+    unwrapped = re.sub(r"(\w)- (\w)", r"\1-\2", text)          # argparse may wrap a line after a hyphen
+    assert "(default: 0.0 for ddim, 1.0 for dpmpp-2m-sde, 1.0 for euler-maruyama)" in unwrapped
     spacing_help = re.search(r"--spacing NAME (.*?)\(default: uniform\)", text).group(1)
     assert all(name in spacing_help for name in ("uniform", "quadratic", "karras", "logsnr"))

@@ -7,7 +7,8 @@ stretches errors by orders of magnitude; they dominate an RMS, which then reache
 only at several thousand NFE (measured: Euler's RMS falls at slope 0.5-0.7 up to 400 NFE), while the
 median follows the order from ~40 NFE on. The slope is a least-squares fit of log error on log NFE over
 NFE ~40-320 on the karras grid. Measured (vp, flow, ve): euler 0.95-1.04, heun 1.88-2.12, rk4 3.83-4.11,
-dpmpp-2m (NFE 20-160) 2.20-2.29.
+dpmpp-2m (NFE 20-160) 2.20-2.29, dpmpp-2s 1.88-1.91, dpmpp-3m 3.08-3.51, unipc (order 2, bh2) 3.05-3.07,
+edm (s_churn 0) 2.08-2.12. The other orders and variants of UniPC are in test_unipc.py.
 The DDPM process is left out: alpha'(t) jumps at each of its 1000 steps, which caps every fixed-grid
 solver at first order there.
 """
@@ -20,7 +21,8 @@ import torch
 from difflab.denoisers import bench_mixture
 from difflab.pipelines.bench_samplers import one_thread
 from difflab.process import build_process
-from difflab.samplers import sample_dopri5, sample_dpmpp_2m, sample_euler, sample_heun, sample_rk4, time_grid
+from difflab.samplers import (sample_dopri5, sample_dpmpp_2m, sample_dpmpp_2s, sample_dpmpp_3m, sample_edm,
+                              sample_euler, sample_heun, sample_rk4, sample_unipc, time_grid)
 
 N_SAMPLES = 256
 REFERENCE_TOL = 1e-11
@@ -29,6 +31,10 @@ ORDERS = {
     "euler": (sample_euler, (50, 100, 200, 400), (0.85, 1.2)),
     "heun": (sample_heun, (20, 40, 80, 160), (1.75, 2.4)),
     "dpmpp-2m": (sample_dpmpp_2m, (20, 40, 80, 160), (1.75, 2.5)),
+    "dpmpp-2s": (sample_dpmpp_2s, (10, 20, 40, 80), (1.7, 2.3)),
+    "dpmpp-3m": (sample_dpmpp_3m, (20, 40, 80, 160), (2.7, 4.0)),
+    "unipc": (sample_unipc, (20, 40, 80, 160), (2.8, 3.6)),          # --order 2: the corrector adds one
+    "edm": (sample_edm, (20, 40, 80, 160), (1.75, 2.4)),
     "rk4": (sample_rk4, (10, 20, 40, 80), (3.0, 4.6)),
 }
 

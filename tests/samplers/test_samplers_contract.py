@@ -20,7 +20,8 @@ from difflab.samplers.pc import langevin_correct, transition
 from difflab.samplers.sde import euler_maruyama_step, resolve_diffusion
 
 STEPS = 7
-STOCHASTIC = {"ddpm": {}, "ddim": {"eta": 0.5}, "euler-maruyama": {}, "pc": {"corrector_steps": 2}, "langevin": {}}
+STOCHASTIC = {"ddpm": {}, "ddim": {"eta": 0.5}, "euler-maruyama": {}, "pc": {"corrector_steps": 2}, "langevin": {},
+              "dpmpp-2m-sde": {}, "edm": {"s_churn": 10.0}}
 GRID_SAMPLERS = [s for s in SAMPLERS if s != "dopri5"]
 
 
@@ -46,6 +47,9 @@ def setup(process: str = "vp", n: int = 6, dim: int = 2):
     ("pc", {"corrector_steps": 3}, 4 * (STEPS - 1) + 1),
     ("langevin", {}, 5 * STEPS + 1),                    # M steps at each of the N levels, then the denoising step
     ("langevin", {"langevin_steps": 1}, STEPS + 1),
+    ("dpmpp-2m", {}, STEPS), ("dpmpp-3m", {}, STEPS), ("dpmpp-2m-sde", {}, STEPS), ("unipc", {}, STEPS),
+    ("unipc", {"order": 3}, STEPS),                     # the corrector reuses the next step's evaluation
+    ("dpmpp-2s", {}, 2 * STEPS - 1), ("edm", {}, 2 * STEPS - 1), ("edm", {"s_churn": 5.0}, 2 * STEPS - 1),
 ])
 def test_nfe_counts(sampler, options, expected):
     model, x = setup()
@@ -118,7 +122,8 @@ def test_dopri5_depends_on_the_batch_only_within_its_tolerance():
 
 
 @pytest.mark.parametrize("sampler,options", [("ddpm", {}), ("ddim", {"eta": 0.3}), ("euler-maruyama", {}),
-                                             ("pc", {}), ("langevin", {})])
+                                             ("pc", {}), ("langevin", {}), ("dpmpp-2m-sde", {}),
+                                             ("edm", {"s_churn": 1.0})])
 def test_stochastic_samplers_need_noise(sampler, options):
     model, x = setup()
     with pytest.raises(DifflabError, match="noise"):
