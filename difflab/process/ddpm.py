@@ -5,7 +5,8 @@ Step i in {0, ..., T} sits at t = i / T, with alpha_bar_0 = 1 and alpha_bar_i = 
     q(x_i | x_0) = N(sqrt(alpha_bar_i) x_0, (1 - alpha_bar_i) I)                     (Ho et al., eq. 4)
 
 Between grid points, log alpha_bar is interpolated linearly in t, so continuous-time samplers
-(ODE solvers, any time grid) can query a DDPM model; on the grid the tables are exact.
+(ODE solvers, any time grid) can query a DDPM model; on the grid the tables are exact, and alpha'(t), constant on
+each cell, is the one of the cell below (the one a sampler stepping toward the data steps through).
 """
 
 from __future__ import annotations
@@ -110,11 +111,14 @@ class DDPMProcess(GaussianProcess):
         u = t * self.T
         near = torch.round(u)
         u = torch.where((u - near).abs() < 1e-6, near, u)  # exact table values on the grid
-        i0 = torch.floor(u).clamp(0, self.T - 1).long()
+        # the cell [i0, i0 + 1] holding t; at a grid point i/T the cell below, [i - 1, i]: samplers step down in t,
+        # and a step's first stage must take alpha' of the cell it steps through (the one above capped every ODE
+        # solver at first order on this process)
+        i0 = (torch.ceil(u) - 1).clamp(0, self.T - 1).long()
         w = u - i0
         table = self._log_alpha_bar.to(t.device)
         lo, hi = table[i0], table[i0 + 1]
-        log_ab = lo + w * (hi - lo)
+        log_ab = torch.where(w == 1, hi, lo + w * (hi - lo))
         d_log_ab = (hi - lo) * self.T  # piecewise constant derivative of log alpha_bar in t
         alpha_bar = torch.exp(log_ab)
         alpha = alpha_bar.sqrt()

@@ -1,5 +1,8 @@
 """Run folders written by difflab 0.1 (tests/fixtures/legacy_v0_1, made by make_v0_1_runs.py at commit d49c124)
-still load, sample exactly as they did, and train on."""
+still load, sample exactly as they did, and train on.
+
+One expectation was re-recorded: euler_10 of the DDPM run, at difflab 0.5, when DDPMProcess began to give a grid
+time i/T the alpha' of the cell below it instead of the one above (a bug fix for every ODE solver on DDPM)."""
 
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ def test_a_0_1_run_samples_what_it_sampled_then(run):
     for key, model in [("ddim_10", ema), ("euler_10", ema), ("ddpm_10", ema), ("raw_ddim_10", raw)]:
         sampler, steps = key.removeprefix("raw_").split("_")
         x = sample_run(model.network, model.process, model.config, sampler, int(steps), 8, 0).x
-        torch.testing.assert_close(x, expected[key], rtol=0, atol=1e-5, msg=f"{run} {key}")
+        torch.testing.assert_close(x, expected[key], rtol=1e-6, atol=1e-5, msg=f"{run} {key}")   # euler_10: |x| ~ 200
 
 
 @pytest.mark.parametrize("run", RUNS)

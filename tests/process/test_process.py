@@ -98,6 +98,10 @@ def test_continuous_coefficients_exact_on_grid_and_smooth_between():
     cp, cm, c0 = p.coefficients(t + h), p.coefficients(t - h), p.coefficients(t)
     torch.testing.assert_close(c0.d_alpha, (cp.alpha - cm.alpha) / (2 * h), rtol=1e-5, atol=1e-8)
     torch.testing.assert_close(c0.d_sigma, (cp.sigma - cm.sigma) / (2 * h), rtol=1e-5, atol=1e-8)
+    # at a grid point, the slope of the cell below: alpha'/alpha (constant on a cell) is the one just below it
+    g = p.times(torch.tensor([2, 500, 1000]))
+    torch.testing.assert_close(p.drift(g), p.drift(g - 0.5 / 1000), rtol=1e-12, atol=0)
+    assert (p.drift(g[:2]) - p.drift(g[:2] + 0.5 / 1000)).abs().min() > 1e-3     # (t = 1 has no cell above)
 
 
 def test_sde_coefficients_of_ddpm():
