@@ -22,11 +22,12 @@ def train(tmp_path, *args: str) -> dict:
 
 
 @pytest.mark.parametrize("process,target", [("vp", "v"), ("ve", "eps"), ("flow", "velocity"), ("flow", "x0"),
-                                            ("ddpm", "score")])
+                                            ("ddpm", "score"), ("ve", "edm")])
 def test_each_process_and_target_trains_and_samples(tmp_path, process, target):
     cfg = train(tmp_path, "--process", process, "--target", target)
     assert cfg["process"]["name"] == process and cfg["objective"]["target"] == target
-    assert cfg["objective"]["time_sampling"] == ("discrete" if process == "ddpm" else "continuous")
+    expected = "lognormal" if target == "edm" else "discrete" if process == "ddpm" else "continuous"
+    assert cfg["objective"]["time_sampling"] == expected
     m = load_model(tmp_path / "run", device="cpu")
     out = sample_run(m.network, m.process, m.config, "ddim", 4, 3, seed=0, device="cpu")
     assert out.x.shape == (3, 1, 8, 8) and torch.isfinite(out.x).all()
