@@ -78,7 +78,7 @@ def positive_ints(text: str) -> list[int]:
 # The argument types the commands use, by name (the parser records in cli/parser_cache.py name them).
 TYPES = {"int": int, "float": float, "str": str, "positive_int": positive_int, "nonneg_int": nonneg_int,
          "finite_float": finite_float, "scales": scales,
-         "positive_ints": positive_ints, "on_off": on_off}
+         "positive_ints": positive_ints, "on_off": on_off, "float_or_inf": float_or_inf}
 
 
 def option(parser: argparse.ArgumentParser, flag: str, help: str, default: Any = None, **kw: Any) -> None:

@@ -18,6 +18,7 @@ import torch
 from helpers import assert_one_line_error, cli
 from PIL import Image
 
+from difflab import __version__
 from difflab.condition import Condition
 from difflab.config import DataConfig, EvalConfig, RunConfig, migrate
 from difflab.data import ArrayDataset
@@ -131,7 +132,7 @@ def run(tmp_path_factory) -> Path:
 
 def test_the_run_records_its_factor_and_previews_held_out_restorations(run):
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["data"]["sr_scale"] == 2 and cfg["task"] == "diffusion" and cfg["version"] == "0.4.0"
+    assert cfg["data"]["sr_scale"] == 2 and cfg["task"] == "diffusion" and cfg["version"] == __version__
     assert cfg["network"]["cond_channels"] == 1 and cfg["objective"]["cond_drop"] == 0.0
     w, h = Image.open(run / "samples.png").size   # 64 held-out images: 8 groups of 3 rows (input, SR3, truth) of 8
     assert h > 2.5 * w
