@@ -130,6 +130,16 @@ def multistep_update(x: Tensor, step: LambdaStep, history: list[tuple[float, Ten
     return x_s + step.alpha_s * (phi_2 * d1 - 2 * phi_3 * d2)       # 2 phi_3: see the module docstring
 
 
+def order_caps(grid: list[float], lower_order_final: bool) -> dict[float, int] | None:
+    """The highest order of the step onto each positive time s of ``grid``, or None for no cap: with
+    ``lower_order_final`` on a grid of fewer than LOWER_ORDER_FINAL_BELOW steps, the step onto the k-th last
+    positive time is taken at order <= k (positive[-1] -> 1, positive[-2] -> 2, ...)."""
+    if not (lower_order_final and len(grid) - 1 < LOWER_ORDER_FINAL_BELOW):
+        return None
+    positive = [t for t in grid if t > 0]
+    return {t: len(positive) - k for k, t in enumerate(positive)}
+
+
 def sample_multistep(denoiser: Denoiser, x: Tensor, ts: Tensor, order: int, lower_order_final: bool,
                      cond: Condition | None = None, callback: Callback | None = None, eta: float = 0.0,
                      solver_type: str = "midpoint", noise: Noise | None = None) -> SampleResult:
@@ -137,15 +147,13 @@ def sample_multistep(denoiser: Denoiser, x: Tensor, ts: Tensor, order: int, lowe
 
     eta > 0 adds the SDE's noise sigma_s sqrt(1 - e^{-2 eta h}) z, z = noise.randn_like(x)."""
     process, grid = denoiser.process, check_grid(ts)
-    positive = [t for t in grid if t > 0]
-    few = lower_order_final and len(grid) - 1 < LOWER_ORDER_FINAL_BELOW
-    steps_left = {t: len(positive) - k for k, t in enumerate(positive)}   # positive[-1] -> 1, positive[-2] -> 2
+    caps = order_caps(grid, lower_order_final)
     history: list[tuple[float, Tensor]] = []                             # (lambda, x0_hat), newest first
 
     def step(x: Tensor, pred: Prediction, t: float, s: float) -> Tensor:
         st = lambda_step(process, t, s)
         history[:] = [(st.lam_t, pred.x0)] + history[:order - 1]
-        x_s = multistep_update(x, st, history, min(order, steps_left[s]) if few else order, eta, solver_type)
+        x_s = multistep_update(x, st, history, min(order, caps[s]) if caps else order, eta, solver_type)
         if eta > 0:
             x_s = x_s + st.sigma_s * math.sqrt(one_minus_exp(2 * eta * st.h)) * noise.randn_like(x)
         return x_s

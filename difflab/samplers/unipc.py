@@ -44,10 +44,9 @@ from torch import Tensor
 from difflab.condition import Condition
 from difflab.denoisers.base import Denoiser, Prediction
 from difflab.errors import DifflabError
-from difflab.process.base import as_time
 from difflab.rng import Noise
 from difflab.samplers.base import Callback, CountingDenoiser, SampleResult, check_grid, run_grid
-from difflab.samplers.dpm_solver import LOWER_ORDER_FINAL_BELOW, log_snr
+from difflab.samplers.dpm_solver import LambdaStep, lambda_step, order_caps
 
 ORDERS = (1, 2, 3)
 VARIANTS = ("bh1", "bh2")
@@ -82,23 +81,20 @@ def unipc_weights(h: float, rs: list[float], variant: str) -> list[float]:
     return torch.linalg.solve(R, g).tolist()
 
 
-def unipc_update(x: Tensor, t: tuple[float, float], s: tuple[float, float], lams: list[float], x0s: list[Tensor],
-                 variant: str, x0_s: Tensor | None = None) -> Tensor:
+def unipc_update(x: Tensor, step: LambdaStep, lams: list[float], x0s: list[Tensor], variant: str,
+                 x0_s: Tensor | None = None) -> Tensor:
     """One UniP-p step (x0_s None) or the UniC-p correction of it (x0_s: x0_hat at the predicted x_s) from
-    x = x_t (B, ...) at t = (alpha_t, sigma_t) to s = (alpha_s, sigma_s). lams, x0s: lambda and x0_hat (B, ...)
-    of the p evaluations used, the one at t first, then earlier ones (finite lambda)."""
-    (a_t, sig_t), (a_s, sig_s) = t, s
-    lam_t, h = lams[0], log_snr(a_s, sig_s) - lams[0]
+    x = x_t (B, ...) over ``step`` t -> s. lams, x0s: lambda and x0_hat (B, ...) of the p evaluations used, the
+    one at t first, then earlier ones (finite lambda)."""
     m0 = x0s[0]
-    rs = [(lam - lam_t) / h for lam in lams[1:]]                           # r_k < 0
+    rs = [(lam - step.lam_t) / step.h for lam in lams[1:]]                 # r_k < 0
     diffs = [(m - m0) / r for m, r in zip(x0s[1:], rs)]                    # D_k
     if x0_s is not None:
         rs, diffs = rs + [1.0], diffs + [x0_s - m0]                        # D_p = m_s - m0 (corrector)
-    ratio = sig_s / sig_t
-    # first order (DDIM): -alpha_s (e^{h~} - 1) = alpha_s - alpha_t sigma_s / sigma_t, finite where alpha_t = 0
-    x_s = ratio * x + (a_s - a_t * ratio) * m0
-    for w, d in zip(unipc_weights(h, rs, variant), diffs):
-        x_s = x_s - a_s * w * d                                            # - alpha_s B(h~) rho_k D_k
+    # first order (DDIM): -alpha_s (e^{h~} - 1) x0_hat, finite where alpha_t = 0
+    x_s = step.first_order(x, m0)
+    for w, d in zip(unipc_weights(step.h, rs, variant), diffs):
+        x_s = x_s - step.alpha_s * w * d                                   # - alpha_s B(h~) rho_k D_k
     return x_s
 
 
@@ -124,28 +120,21 @@ def run_unipc(denoiser: Denoiser, x: Tensor, ts: Tensor, *, cond: Condition | No
         raise DifflabError(f"unknown UniPC variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     process = denoiser.process
     grid = check_grid(ts)
-    positive = [t for t in grid if t > 0]
-    lower = lower_order_final and len(grid) - 1 < LOWER_ORDER_FINAL_BELOW
-    remaining = {t: len(positive) - i for i, t in enumerate(positive)}    # s -> it is the j-th last positive time
+    caps = order_caps(grid, lower_order_final)
     evals: list[tuple[float, Tensor]] = []                 # (lambda, x0_hat) of the evaluations, latest first
-    pending: list[tuple] = []     # the last UniP step, to correct: (x_t, (alpha_t, sigma_t), lambdas, x0_hats)
-
-    def coefficients(t: float) -> tuple[float, float]:
-        a, s = process.alpha_sigma(as_time(t))
-        return float(a), float(s)
+    pending: list[tuple] = []     # the last UniP step, to correct: (x_t, its step, lambdas, x0_hats)
 
     def step(x: Tensor, pred: Prediction, t: float, s: float) -> Tensor:
-        a_sig_t = coefficients(t)
-        lam_t = log_snr(*a_sig_t)
         if pending and corrector:
-            x_prev, a_sig_prev, lams, x0s = pending[0]
-            x = unipc_update(x_prev, a_sig_prev, a_sig_t, lams, x0s, variant, x0_s=pred.x0)     # UniC-p
-        evals.insert(0, (lam_t, pred.x0))
+            x_prev, step_prev, lams, x0s = pending[0]
+            x = unipc_update(x_prev, step_prev, lams, x0s, variant, x0_s=pred.x0)                  # UniC-p
+        st = lambda_step(process, t, s)
+        evals.insert(0, (st.lam_t, pred.x0))
         del evals[order:]
         usable = [evals[0]] + [e for e in evals[1:] if math.isfinite(e[0])]                       # r_k finite
-        p = min(len(usable), remaining[s] if lower else order)
+        p = min(len(usable), caps[s]) if caps else len(usable)
         lams, x0s = [e[0] for e in usable[:p]], [e[1] for e in usable[:p]]
-        pending[:] = [(x, a_sig_t, lams, x0s)]
-        return unipc_update(x, a_sig_t, coefficients(s), lams, x0s, variant)                       # UniP-p
+        pending[:] = [(x, st, lams, x0s)]
+        return unipc_update(x, st, lams, x0s, variant)                                             # UniP-p
 
     return run_grid(CountingDenoiser(denoiser), x, grid, step, cond, callback)
