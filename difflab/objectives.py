@@ -57,6 +57,7 @@ from difflab.likelihood.bpd import nats_to_bpd
 from difflab.likelihood.elbo import reverse_variance, vlb_terms
 from difflab.parameterization import (EDM_SIGMA_DATA, check_target, eps_scale, from_x0_eps, predict, split_variance,
                                       to_x0_eps)
+from difflab.process import DDPMProcess
 from difflab.process.base import GaussianProcess, PathCoefficients, as_time
 
 TIME_SAMPLINGS = ("auto", "discrete", "continuous", "lognormal")
@@ -208,18 +209,18 @@ def diffusion_loss(network: nn.Module, process: GaussianProcess, objective: Diff
     loss = (pred.float() - target.float()).pow(2).flatten(1).mean(1)       # ||f - target||^2 / D
     loss = loss_weight(objective, process, t).to(loss) * loss
     if v is not None:                                                       # L_hybrid = L_simple + lambda L_vlb
-        loss = loss + objective.vlb_weight * process.discrete_steps * vlb_bpd(process, objective.target, x0, x_t, t,
-                                                                              pred.detach(), v).to(loss)
+        vlb = vlb_bpd(process, objective.target, x0, x_t, t, pred.detach(), v)  # type: ignore[arg-type] (checked: DDPM)
+        loss = loss + objective.vlb_weight * process.discrete_steps * vlb.to(loss)
     return loss, t
 
 
-def vlb_bpd(process: GaussianProcess, target: str, x0: Tensor, x_t: Tensor, t: Tensor, pred: Tensor, v: Tensor
+def vlb_bpd(process: DDPMProcess, target: str, x0: Tensor, x_t: Tensor, t: Tensor, pred: Tensor, v: Tensor
             ) -> Tensor:
     """L_{t-1} (B,) in bits/dim for training times t (B,) on DDPM's steps: the bound's term with the mean of
     p(x_{t-1} | x_t) from the prediction ``pred`` of ``target`` (pass it detached: Nichol & Dhariwal's stop-gradient)
     and the learned variance from v (B, C, ...), in float64 (the KL of a T = 1000 chain is a small difference)."""
     x0, x_t, v = x0.double(), x_t.double(), v.double()
-    steps = torch.round(t.cpu() * process.discrete_steps).long()                      # (B,) in 1..T
+    steps = process.index(t.cpu())                                                   # (B,) in 1..T
     c = process.coefficients(as_time(t)).expand_as(x_t)
     x0_hat = to_x0_eps(target, pred.double(), x_t, c)[0]
     var = reverse_variance(process, steps, "learned", v)                             # (B, C, ...)

@@ -26,8 +26,8 @@ from difflab.errors import DifflabError
 from difflab.likelihood.bpd import BIN_WIDTH, nats_to_bpd
 from difflab.likelihood.gaussian import discretized_gaussian_log_likelihood, gaussian_log_likelihood, normal_kl
 from difflab.likelihood.result import LikelihoodResult
-from difflab.process import REVERSE_VARIANCES, DDPMProcess, GaussianProcess, expand_to
-from difflab.process.base import VARIANCES, learned_variance, resolve_variance
+from difflab.process import DDPMProcess, GaussianProcess, expand_to
+from difflab.process.base import learned_variance, resolve_variance
 from difflab.rng import GeneratorNoise, Noise
 
 DECODERS = ("discretized", "gaussian")
@@ -68,18 +68,16 @@ def prior_kl(process: DDPMProcess, x0: Tensor) -> Tensor:
 
 def reverse_variance(process: DDPMProcess, steps: Tensor, variance: str, v: Tensor | None = None) -> Tensor:
     """sigma_t^2 of p(x_{t-1} | x_t) for steps t (N,) (Ho et al. sec. 3.2): "posterior" beta-tilde_t, "beta" beta_t,
-    (N,); "learned" exp(v log beta_t + (1 - v) log beta-tilde_t) with the model's v (N, ...) (Nichol & Dhariwal, eq. 15).
+    (N,); "learned" exp(v log beta_t + (1 - v) log beta-tilde_t) with the model's v (N, ...) (Nichol & Dhariwal, eq. 15);
+    "auto" learned where v is given, else posterior.
 
     The decoder (t = 1) gets beta_1 under "beta" (the paper's sigma_1^2) and beta-tilde_2 under "posterior",
     since beta-tilde_1 = 0 (the clipped value of Ho et al.'s and Nichol & Dhariwal's code, which use
     beta-tilde_2 at t = 1 for both choices); "learned" interpolates between these two."""
+    variance = resolve_variance(variance, v is not None)
     if variance == "learned":
-        if v is None:
-            raise DifflabError("--variance learned needs a model trained with --learn-variance; use posterior or beta")
         beta, beta_tilde = (expand_to(reverse_variance(process, steps, name), v) for name in ("beta", "posterior"))
         return learned_variance(v, beta, beta_tilde)
-    if variance not in REVERSE_VARIANCES:
-        raise DifflabError(f"unknown DDPM variance {variance!r}; choose one of {', '.join(VARIANCES)}")
     if variance == "beta":
         return process.betas.to(steps.device)[steps - 1]
     return process.posterior_table(steps.clamp_min(2))[2]
@@ -125,7 +123,7 @@ def step_terms(denoiser: Denoiser, x0: Tensor, steps: Tensor, eps: Tensor, *, co
     x_t = process.marginal(x0, t, eps)                                   # (N, ...)
     pred = denoiser(x_t, t, cond)
     v = None if pred.variance_v is None else pred.variance_v.to(x0.dtype)
-    var_p = reverse_variance(process, steps, resolve_variance(variance, v is not None), v)    # (N,) or (N, ...)
+    var_p = reverse_variance(process, steps, variance, v)                # (N,) or (N, ...)
     return vlb_terms(process, x0, x_t, pred.x0.to(x0.dtype), steps, var_p.to(x0.device), decoder)
 
 

@@ -134,12 +134,16 @@ class GaussianProcess(ABC):
         """Increasing float64 times moved onto the times the process is defined at: unchanged here."""
         return ts
 
-    def reverse_variance(self, t: Tensor, s: Tensor, variance: str) -> Tensor:
+    def reverse_variance(self, t: Tensor, s: Tensor, variance: str, v: Tensor | None = None) -> Tensor:
         """The variance of a reverse step p(x_s | x_t), s < t, shaped like t (Ho et al. 2020, sec. 3.2):
             "posterior"  Var[q(x_s | x_t, x_0)] (beta-tilde_t on DDPM's own steps)
-            "beta"       sigma_{t|s}^2 = Var[q(x_t | x_s)] (beta_t on DDPM's own steps)"""
-        if variance not in REVERSE_VARIANCES:
-            raise DifflabError(f"unknown DDPM variance {variance!r}; choose one of {', '.join(REVERSE_VARIANCES)}")
+            "beta"       sigma_{t|s}^2 = Var[q(x_t | x_s)] (beta_t on DDPM's own steps)
+            "learned"    exp(v log beta + (1 - v) log beta-tilde) of the two above with a model's v, shaped like v
+            "auto"       "learned" where v is given, else "posterior" (see :func:`resolve_variance`)"""
+        variance = resolve_variance(variance, v is not None)
+        if variance == "learned":
+            var_beta, var_post = (expand_to(self.reverse_variance(t, s, fixed), v) for fixed in ("beta", "posterior"))
+            return learned_variance(v, var_beta, var_post)
         if variance == "posterior":
             return self.posterior_coefficients(t, s)[2]
         return transition_variance(*self.alpha_sigma(t), *self.alpha_sigma(s))

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from difflab.condition import Condition
 from difflab.denoisers.base import Denoiser, Prediction
-from difflab.process.base import GaussianProcess, as_time, expand_to, learned_variance, resolve_variance
+from difflab.process.base import GaussianProcess, as_time, expand_to, resolve_variance
 from difflab.rng import Noise
 from difflab.samplers.base import Callback, CountingDenoiser, SampleResult, check_grid, require_noise, run_grid
 
@@ -41,10 +41,6 @@ def ancestral_step(process: GaussianProcess, x: Tensor, pred: Prediction, t: flo
     """One ancestral step t -> s < t: x_s = mu(x_t, x0_hat) + sqrt(var) z (Ho et al. 2020, Algorithm 2, line 4)."""
     t_, s_ = as_time(t), as_time(s)
     mean, _ = process.posterior(x, pred.x0, t_, s_)
-    variance = resolve_variance(variance, pred.variance_v is not None)
-    if variance == "learned":
-        var_beta, var_post = (expand_to(process.reverse_variance(t_, s_, v), x) for v in ("beta", "posterior"))
-        var = learned_variance(pred.variance_v.to(x.dtype), var_beta, var_post)      # (B, ...)
-    else:
-        var = expand_to(process.reverse_variance(t_, s_, variance), x)
-    return mean + var.sqrt() * noise.randn_like(x)                              # x_s = mu + sigma z
+    v = None if pred.variance_v is None else pred.variance_v.to(x.dtype)
+    var = process.reverse_variance(t_, s_, variance, v)                         # () or (B,); (B, ...) if learned
+    return mean + expand_to(var.sqrt(), x) * noise.randn_like(x)              # x_s = mu + sigma z
