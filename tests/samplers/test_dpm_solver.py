@@ -21,7 +21,7 @@ import math
 import pytest
 import torch
 from test_ode_convergence import fitted_slope, reference, start, to_t_min
-from test_samplers_mixture import TOL
+from test_samplers_mixture import TOL, wrong_weights
 
 from difflab.denoisers import GaussianMixtureDenoiser, bench_mixture
 from difflab.errors import DifflabError
@@ -248,13 +248,16 @@ def test_2m_sde_reproduces_the_2d_mixture(exact_draws, process):
     assert dist < TOL, f"dpmpp-2m-sde on {process}: SW2 {dist:.4f} >= {TOL}"
 
 
+def assert_tolerance_rejects_wrong_answers(solver, exact_draws: torch.Tensor, **options) -> None:
+    """The 2-D mixture test's tolerance fails ``solver`` at 50 steps on wrong mixture weights, and at 5 steps."""
+    good = bench_mixture(build_process({"name": "vp"}), 2)
+    assert mixture_distance(draw(wrong_weights(good), solver, 50, **options), exact_draws) > TOL
+    assert mixture_distance(draw(good, solver, 5, **options), exact_draws) > TOL
+
+
 def test_2m_sde_tolerance_rejects_wrong_answers(exact_draws):
     """Mixture weights off by 0.05/0.03/0.02 (measured SW2 0.13) and 5 steps (0.32) both fail."""
-    process = build_process({"name": "vp"})
-    good = bench_mixture(process, 2)
-    wrong = GaussianMixtureDenoiser(process, good.means, good.stds, torch.tensor([0.45, 0.33, 0.22]))
-    assert mixture_distance(draw(wrong, sample_dpmpp_2m_sde, 50), exact_draws) > TOL
-    assert mixture_distance(draw(good, sample_dpmpp_2m_sde, 5), exact_draws) > TOL
+    assert_tolerance_rejects_wrong_answers(sample_dpmpp_2m_sde, exact_draws)
 
 
 @pytest.mark.parametrize("process", ["vp", "flow"])

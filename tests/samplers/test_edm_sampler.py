@@ -16,8 +16,8 @@ import math
 
 import pytest
 import torch
-from test_dpm_solver import (M, S, batch_split_difference, draw, exact_draws, gaussian_errors,  # noqa: F401
-                             gaussian_processes, measured_order, mixture_distance)
+from test_dpm_solver import (M, S, assert_tolerance_rejects_wrong_answers, batch_split_difference, draw,  # noqa: F401
+                             exact_draws, gaussian_errors, gaussian_processes, measured_order, mixture_distance)
 from test_ode_convergence import start
 from test_samplers_mixture import TOL
 
@@ -164,11 +164,7 @@ def test_churn_reproduces_the_2d_mixture(exact_draws, process):
 
 def test_churn_tolerance_rejects_wrong_answers(exact_draws):
     """Mixture weights off by 0.05/0.03/0.02 (measured SW2 0.13) and 5 steps (1.8) both fail."""
-    process = build_process({"name": "vp"})
-    good = bench_mixture(process, 2)
-    wrong = GaussianMixtureDenoiser(process, good.means, good.stds, torch.tensor([0.45, 0.33, 0.22]))
-    assert mixture_distance(draw(wrong, sample_edm, 50, s_churn=CHURN), exact_draws) > TOL
-    assert mixture_distance(draw(good, sample_edm, 5, s_churn=CHURN), exact_draws) > TOL
+    assert_tolerance_rejects_wrong_answers(sample_edm, exact_draws, s_churn=CHURN)
 
 
 def test_churn_keeps_gaussian_data_on_ddpm():
