@@ -40,11 +40,13 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
 
+from difflab.cli.bench import progress
+from difflab.cli.common import positive_ints
 from difflab.denoisers import GaussianMixtureDenoiser, bench_mixture
 from difflab.errors import DifflabError
 from difflab.pipelines.bench_samplers import (BenchCase, BenchRow, SamplerSpec, bench_case, make_case, one_thread,
@@ -199,13 +201,13 @@ class Row:
     seconds: float
 
 
-def difflab_rows(case: BenchCase, specs: list[SamplerSpec], nfes: tuple[int, ...], spacings: tuple[str, ...],
+def difflab_rows(case: BenchCase, specs: list[SamplerSpec], nfes: Sequence[int], spacings: tuple[str, ...],
                  progress: Callable[[str], None]) -> list[Row]:
     rows: list[BenchRow] = bench_case(case, nfes, specs, spacings, progress)
     return [Row("difflab", r.sampler, r.spacing, r.target_nfe, r.nfe, r.rms, r.sw2, r.seconds) for r in rows]
 
 
-def diffusers_rows(case: BenchCase, schedulers: tuple[Scheduler, ...], nfes: tuple[int, ...],
+def diffusers_rows(case: BenchCase, schedulers: tuple[Scheduler, ...], nfes: Sequence[int],
                    progress: Callable[[str], None]) -> list[Row]:
     rows = []
     for s in schedulers:
@@ -228,7 +230,7 @@ def best(rows: list[Row], side: str, target: int, key: str) -> Row | None:
     return min(cands, key=lambda r: getattr(r, key)) if cands else None
 
 
-def format_case(case: BenchCase, rows: list[Row], nfes: tuple[int, ...], n: int) -> tuple[str, dict[str, Any]]:
+def format_case(case: BenchCase, rows: list[Row], nfes: Sequence[int], n: int) -> tuple[str, dict[str, Any]]:
     dim = case.model.means.shape[1]
     out = [f"== {dim}-D mixture, ddpm linear (T = 1000), n = {n}: sliced W2 floor (two exact draws) = {case.floor:.4f};"
            f" reference solve accurate to {case.reference_error:.1e}", ""]
@@ -289,18 +291,10 @@ def target_checks(summaries: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def progress(msg: str) -> None:
-    print(f"... {msg}", file=sys.stderr, flush=True)
-
-
-def ints(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in text.split(","))
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--dims", type=ints, default=DIMS, help="data dimensions (default: 2,64)")
-    p.add_argument("--nfe", type=ints, default=NFES, help="target NFE (default: 5,10,20,50)")
+    p.add_argument("--dims", type=positive_ints, default=DIMS, help="data dimensions (default: 2,64)")
+    p.add_argument("--nfe", type=positive_ints, default=NFES, help="target NFE (default: 5,10,20,50)")
     p.add_argument("--n", type=int, default=N_LOW, help=f"samples in 2-D (default: {N_LOW})")
     p.add_argument("--n-high", type=int, default=N_HIGH, help=f"samples above 2-D (default: {N_HIGH})")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise and exact draws (default: 0)")
