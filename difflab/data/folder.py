@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,21 +30,51 @@ def load_folder(root: str | Path, *, split: str = "train", image_size: int | Non
     image lies under a first-level subfolder, the label is the index of that subfolder's name in sorted
     order; otherwise labels is None. Only the images of ``split`` are decoded.
     """
+    listing = list_folder(root, split)
+    size, n_channels = image_format(image_size, channels)
+    check_images_fit(len(listing.chosen), n_channels, size, size)
+    data = torch.stack([read_image(path, size, PIL_MODES[n_channels]) for path in listing.chosen])
+    return ArrayDataset(data=data, labels=listing.labels, num_classes=listing.num_classes, name=str(listing.root),
+                        class_names=listing.class_names, files=listing.relative_files)
+
+
+@dataclass(frozen=True, eq=False)
+class FolderListing:
+    """The images of one split of a folder, before decoding: ``files`` are all images (the split depends on
+    their number), ``chosen`` those of the split in row order, ``labels`` (M,) int64 of the chosen ones or None."""
+
+    root: Path
+    files: list[Path]
+    chosen: list[Path]
+    labels: torch.Tensor | None
+    class_names: tuple[str, ...] | None
+
+    @property
+    def num_classes(self) -> int | None:
+        return None if self.class_names is None else len(self.class_names)
+
+    @property
+    def relative_files(self) -> tuple[str, ...]:
+        """Each chosen file relative to ``root``, with "/" separators."""
+        return tuple(path.relative_to(self.root).as_posix() for path in self.chosen)
+
+
+def list_folder(root: str | Path, split: str) -> FolderListing:
+    """The images of ``split`` under ``root`` (see load_folder); raises DifflabError for a missing folder."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DifflabError(f"image folder {root} does not exist or is not a directory; check the path")
-    size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
-    n_channels = DEFAULT_CHANNELS if channels is None else channels
-    mode = PIL_MODES[n_channels]
     files = find_images(root)
     labels, class_names = folder_labels(root, files)
     index = split_indices(len(files), split, str(root))
-    check_images_fit(len(index), n_channels, size, size)
-    chosen = [files[i] for i in index.tolist()]
-    data = torch.stack([read_image(path, size, mode) for path in chosen])
-    return ArrayDataset(data=data, labels=None if labels is None else labels[index],
-                        num_classes=None if class_names is None else len(class_names), name=str(root),
-                        class_names=class_names, files=tuple(path.relative_to(root).as_posix() for path in chosen))
+    return FolderListing(root=root, files=files, chosen=[files[i] for i in index.tolist()],
+                         labels=None if labels is None else labels[index], class_names=class_names)
+
+
+def image_format(image_size: int | None, channels: int | None) -> tuple[int, int]:
+    """(size, channels) with a folder's defaults (32, 3) for the options left unset."""
+    return (DEFAULT_IMAGE_SIZE if image_size is None else image_size,
+            DEFAULT_CHANNELS if channels is None else channels)
 
 
 def find_images(root: Path) -> list[Path]:
@@ -77,14 +108,19 @@ def folder_labels(root: Path, files: list[Path]) -> tuple[torch.Tensor | None, t
 
 def read_image(path: Path, size: int, mode: str) -> torch.Tensor:
     """Decode ``path`` to (C, size, size) float32 in [-1, 1]: shorter side resized, centre-cropped."""
+    return pixels_to_unit(read_pixels(path, size, mode), 255.0)
+
+
+def read_pixels(path: Path, size: int, mode: str) -> np.ndarray:
+    """Decode ``path`` to (C, size, size) uint8 (C = 1 for mode "L", 3 for "RGB"): shorter side resized,
+    centre-cropped. A file Pillow cannot read is a one-line DifflabError naming it."""
     try:
         with Image.open(path) as image:
             image = widen_to_8bit(ImageOps.exif_transpose(image)).convert(mode)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DifflabError(f"{path}: not a readable image ({one_line(e)}); remove or fix it") from e
     pixels = np.asarray(fit_square(image, size))  # (S, S) or (S, S, 3) uint8
-    x = pixels_to_unit(pixels, 255.0)
-    return x.unsqueeze(0) if x.dim() == 2 else x.permute(2, 0, 1).contiguous()
+    return np.ascontiguousarray(pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1))
 
 
 def widen_to_8bit(image: Image.Image) -> Image.Image:
