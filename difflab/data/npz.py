@@ -31,8 +31,7 @@ def load_npz(path: str | Path) -> ArrayDataset:
     """All rows of the archive: data (N, C, H, W) in [-1, 1] or (N, 2) points; labels (N,) int64 or None."""
     path = Path(path).expanduser()
     array, labels = read_arrays(path)
-    if array.ndim not in (2, 3, 4) or array.shape[0] == 0:
-        raise _shape_error(path, array)
+    check_data_shape(path, array)
     data = points_tensor(path, array) if array.ndim == 2 else images_to_unit(path, to_channels_first(path, array))
     label_tensor = None if labels is None else labels_tensor(path, labels, len(array))
     num_classes = None if label_tensor is None else int(label_tensor.max()) + 1
@@ -41,11 +40,7 @@ def load_npz(path: str | Path) -> ArrayDataset:
 
 def read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """(data array, labels array or None) read from the archive at ``path``."""
-    if not path.is_file():
-        raise DifflabError(f"{path}: no such .npz file; check the path")
-    if not zipfile.is_zipfile(path):
-        raise DifflabError(f"{path}: not an .npz archive (numpy.savez writes a zip archive; this file is not one); "
-                           "save the arrays with numpy.savez")
+    check_archive(path)
     try:
         # Our own file handle: np.load(path) leaks its handle when the zip directory is unreadable.
         with open(path, "rb") as file:
@@ -54,13 +49,31 @@ def read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
                 raise DifflabError(f"{path}: not an .npz archive; save the arrays with numpy.savez")
             with archive:
                 keys = list(archive.files)
-                label_key = next((k for k in LABEL_KEYS if k in keys), None)
+                labels_at = label_key(keys)
                 data = archive[data_key(path, keys)]
-                labels = None if label_key is None else archive[label_key]
+                labels = None if labels_at is None else archive[labels_at]
     except READ_ERRORS as e:
-        raise DifflabError(f"{path}: cannot read the .npz archive ({one_line(e)}); re-create it with "
-                           "numpy.savez") from e
+        raise read_error(path, e) from e
     return data, labels
+
+
+def check_archive(path: Path) -> None:
+    """Raise DifflabError unless ``path`` is a file in zip format (what numpy.savez writes)."""
+    if not path.is_file():
+        raise DifflabError(f"{path}: no such .npz file; check the path")
+    if not zipfile.is_zipfile(path):
+        raise DifflabError(f"{path}: not an .npz archive (numpy.savez writes a zip archive; this file is not one); "
+                           "save the arrays with numpy.savez")
+
+
+def read_error(path: Path, error: BaseException) -> DifflabError:
+    """The one-line error for an archive that cannot be read (one of READ_ERRORS)."""
+    return DifflabError(f"{path}: cannot read the .npz archive ({one_line(error)}); re-create it with numpy.savez")
+
+
+def label_key(keys: list[str]) -> str | None:
+    """The key of the labels array ("labels" or "y"), or None."""
+    return next((k for k in LABEL_KEYS if k in keys), None)
 
 
 def data_key(path: Path, keys: list[str]) -> str:
@@ -88,19 +101,30 @@ def to_channels_first(path: Path, array: np.ndarray) -> np.ndarray:
 
 def images_to_unit(path: Path, images: np.ndarray) -> torch.Tensor:
     """(N, C, H, W) uint8 0..255 or float in [0, 1] or [-1, 1] -> float32 in [-1, 1]."""
-    if images.dtype == np.uint8:
-        return pixels_to_unit(images, 255.0)
-    if images.dtype.kind == "f":
-        low, high = float(images.min()), float(images.max())  # NaN fails every test below
-        if 0.0 <= low and high <= 1.0:
-            return pixels_to_unit(images, 1.0)
+    low, high = (float(images.min()), float(images.max())) if images.dtype.kind == "f" else (0.0, 0.0)
+    return scale_to_unit(images, pixel_scale(path, images.dtype, low, high))
+
+
+def pixel_scale(path: Path, dtype: np.dtype, low: float, high: float) -> float | None:
+    """The ``max_value`` of pixels_to_unit for images of ``dtype`` whose values span [low, high] (uint8: 255,
+    float in [0, 1]: 1), or None for floats already in [-1, 1]; any other dtype or range is a DifflabError."""
+    if dtype == np.uint8:
+        return 255.0
+    if dtype.kind == "f":
+        if 0.0 <= low and high <= 1.0:  # NaN fails both tests
+            return 1.0
         if -1.0 <= low and high <= 1.0:
-            return torch.from_numpy(np.array(images, dtype=np.float32))
-        found = f"{images.dtype} values in [{low:g}, {high:g}]"
+            return None
+        found = f"{dtype} values in [{low:g}, {high:g}]"
     else:
-        found = f"dtype {images.dtype}"
+        found = f"dtype {dtype}"
     raise DifflabError(f"{path}: images must be uint8 (0..255) or float in [0, 1] or [-1, 1], got {found}; "
                        "rescale the array and save it again")
+
+
+def scale_to_unit(images: np.ndarray, scale: float | None) -> torch.Tensor:
+    """Images -> float32 in [-1, 1]: pixels_to_unit(images, scale), or a float32 copy when scale is None."""
+    return torch.from_numpy(np.array(images, dtype=np.float32)) if scale is None else pixels_to_unit(images, scale)
 
 
 def points_tensor(path: Path, points: np.ndarray) -> torch.Tensor:
@@ -123,6 +147,12 @@ def labels_tensor(path: Path, labels: np.ndarray, n: int) -> torch.Tensor:
         raise DifflabError(f"{path}: labels must be class indices below {MAX_CLASSES}, got {labels.max():.0f}; "
                            "number the classes 0, 1, ..., K-1")
     return torch.from_numpy(np.array(labels, dtype=np.int64))
+
+
+def check_data_shape(path: Path, array: np.ndarray) -> None:
+    """Raise DifflabError unless the data array has 2 (points), 3 or 4 (images) dimensions and N >= 1."""
+    if array.ndim not in (2, 3, 4) or array.shape[0] == 0:
+        raise _shape_error(path, array)
 
 
 def _shape_error(path: Path, array: np.ndarray) -> DifflabError:
