@@ -3,6 +3,7 @@
     atomic_write_text(path, text)        a text file, through a temporary file and an atomic rename
     write_folder(folder, files)          a folder of files (bytes), filled under a temporary name and renamed
                                          into place: a reader sees all of it or none
+    staged_folder(folder)                the same for files the caller writes itself (a large memory map)
     tensor_bytes(tensors), sha256(data)  a safetensors file as bytes, and the checksum a writer records of it
     read_json(path), read_tensors(path)  a missing, truncated, corrupt or (with ``sha256``) altered file is a
                                          one-line DifflabError naming it
@@ -17,6 +18,7 @@ both write through :func:`write_folder`. Nothing is pickled.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import hashlib
@@ -27,7 +29,7 @@ import tempfile
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from safetensors import SafetensorError
 from safetensors.torch import load, save
@@ -141,20 +143,28 @@ def sha256(data: bytes) -> str:
 
 
 def write_folder(folder: Path | str, files: dict[str, bytes]) -> Path:
-    """Write ``files[name]`` to ``folder/name`` atomically: the files are filled and fsynced in a temporary
-    sibling folder (``.tmp_<folder name>_*``), which is then renamed to ``folder``. An existing folder of that
-    name is first renamed aside (``.tmp_<folder name>_old_*``) and removed only once the new one is in place;
-    if that fails it is put back. The parent is created. On any error the temporary folder is removed and the
-    error raised."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".tmp_{folder.name}_"))
-    try:
+    """Write ``files[name]`` to ``folder/name`` atomically, through :func:`staged_folder`: a reader sees all of
+    them or none."""
+    with staged_folder(folder) as tmp:
         for name, data in files.items():
             with open(tmp / name, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+    return Path(folder)
+
+
+@contextlib.contextmanager
+def staged_folder(folder: Path | str) -> Iterator[Path]:
+    """A temporary sibling folder (``.tmp_<folder name>_*``) for the block to fill (and fsync), renamed to
+    ``folder`` when the block ends without error. An existing folder of that name is first renamed aside
+    (``.tmp_<folder name>_old_*``) and removed only once the new one is in place; if that fails it is put back.
+    The parent is created. On any error the temporary folder is removed and the error raised."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".tmp_{folder.name}_"))
+    try:
+        yield tmp
         os.chmod(tmp, default_mode(directory=True))
         aside = None
         if folder.exists():
@@ -172,7 +182,6 @@ def write_folder(folder: Path | str, files: dict[str, bytes]) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return folder
 
 
 def read_tensors(path: Path | str, expected_sha256: str | None = None) -> dict[str, Tensor]:
