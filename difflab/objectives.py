@@ -59,6 +59,7 @@ from difflab.parameterization import (EDM_SIGMA_DATA, check_target, eps_scale, f
                                       to_x0_eps)
 from difflab.process import DDPMProcess
 from difflab.process.base import GaussianProcess, PathCoefficients, as_time
+from difflab.rng import BatchDraws, batch_draws
 
 TIME_SAMPLINGS = ("auto", "discrete", "continuous", "lognormal")
 # targets that recover x_0 only through 1/alpha: undefined where alpha(t) = 0
@@ -137,22 +138,22 @@ def resolve_time_sampling(how: str, process: GaussianProcess, target: str = "eps
     return how
 
 
-def sample_times(process: GaussianProcess, n: int, how: str, generator: torch.Generator | None,
+def sample_times(process: GaussianProcess, n: int, how: str, generator: torch.Generator | BatchDraws | None,
                  device: torch.device | str = "cpu", lognormal: tuple[float, float] = (EDM_P_MEAN, EDM_P_STD)
                  ) -> Tensor:
     """(n,) float64 training times; ``lognormal`` = (P_mean, P_std) of the "lognormal" sampling."""
-    how = resolve_time_sampling(how, process)
+    how, draws = resolve_time_sampling(how, process), batch_draws(generator)
     if how == "lognormal":
         # ln s ~ N(P_mean, P_std^2), s = sigma / alpha = exp(-lambda / 2) (Karras et al. 2022, Table 1)
-        ln_s = lognormal[0] + lognormal[1] * torch.randn(n, generator=generator, device=device, dtype=torch.float64)
+        ln_s = lognormal[0] + lognormal[1] * draws.randn((n,), device=device, dtype=torch.float64)
         return process.time_at_log_snr(-2 * ln_s).clamp(process.t_min, process.t_max)
     if how == "discrete":
         T = process.discrete_steps
         if T is None:
             raise DifflabError("discrete time sampling needs a process with discrete steps; use continuous")
-        i = torch.randint(1, T + 1, (n,), generator=generator, device=device)
+        i = draws.randint(1, T + 1, (n,), device=device)
         return torch.as_tensor(i, dtype=torch.float64) / T
-    u = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
+    u = draws.rand((n,), device=device, dtype=torch.float64)
     return process.t_min + (process.t_max - process.t_min) * u
 
 
@@ -181,13 +182,13 @@ def ot_pairing(x0: Tensor, eps: Tensor) -> Tensor:
     return torch.from_numpy(np.asarray(cols)[np.argsort(rows)]).to(x0.device)
 
 
-def noised(process: GaussianProcess, objective: DiffusionObjective, x0: Tensor, generator: torch.Generator | None
-           ) -> tuple[Tensor, Tensor, PathCoefficients, Tensor]:
+def noised(process: GaussianProcess, objective: DiffusionObjective, x0: Tensor,
+           generator: torch.Generator | BatchDraws | None) -> tuple[Tensor, Tensor, PathCoefficients, Tensor]:
     """A training batch's times t (B,), noise eps (paired with x0 by the coupling), path coefficients at t
     (broadcast against x0) and x_t = alpha x0 + sigma eps ~ q(x_t | x_0)."""
     t = sample_times(process, x0.shape[0], objective.time_sampling, generator, x0.device,
                      (objective.lognormal_mean, objective.lognormal_std))
-    eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    eps = batch_draws(generator).randn(x0.shape, device=x0.device, dtype=x0.dtype)
     if objective.coupling == "ot":
         eps = eps[ot_pairing(x0, eps)]
     c: PathCoefficients = process.coefficients(as_time(t)).expand_as(x0)
@@ -195,12 +196,13 @@ def noised(process: GaussianProcess, objective: DiffusionObjective, x0: Tensor, 
 
 
 def diffusion_loss(network: nn.Module, process: GaussianProcess, objective: DiffusionObjective, x0: Tensor,
-                   cond: Condition | None = None, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+                   cond: Condition | None = None, generator: torch.Generator | BatchDraws | None = None
+                   ) -> tuple[Tensor, Tensor]:
     """Per-example loss (B,) and the times t (B,) it was taken at. x0: (B, ...); cond is passed to the network
     (each row replaced by the null condition with probability cond_drop)."""
     t, eps, c, x_t = noised(process, objective, x0, generator)
     if cond is not None and objective.cond_drop:
-        cond = cond.drop(torch.rand(x0.shape[0], generator=generator, device=x0.device) < objective.cond_drop)
+        cond = cond.drop(batch_draws(generator).rand((x0.shape[0],), device=x0.device) < objective.cond_drop)
     target = from_x0_eps(objective.target, x0, eps, c)
     pred = predict(network, x_t, t, c, process, cond, objective.target)
     v = None
@@ -229,7 +231,8 @@ def vlb_bpd(process: DDPMProcess, target: str, x0: Tensor, x_t: Tensor, t: Tenso
 
 
 def classifier_loss(network: nn.Module, process: GaussianProcess, objective: DiffusionObjective, x0: Tensor,
-                    cond: Condition | None = None, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+                    cond: Condition | None = None, generator: torch.Generator | BatchDraws | None = None
+                   ) -> tuple[Tensor, Tensor]:
     """A noise-aware classifier's per-example cross-entropy -log p_phi(y | x_t, t) (B,) and the times t (B,):
     x_t drawn from q(x_t | x_0) at times drawn as for the diffusion model (Dhariwal & Nichol 2021, sec. 4.1).
     cond carries the labels y (B,); the network reads x_t and the noise level only."""

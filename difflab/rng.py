@@ -54,3 +54,46 @@ class GeneratorNoise:
 
     def randn_like(self, x: Tensor) -> Tensor:
         return torch.randn(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
+
+
+class BatchDraws:
+    """Random numbers for rows ``rows`` of a batch of ``total`` rows, from one generator: every draw is made
+    for the whole batch and this share of rows is kept. Data parallel ranks that hold the same generator
+    state and their own slices of a batch thus draw exactly the numbers one process drawing the whole
+    batch would (each rank draws ``total`` rows and keeps its own: cheap beside the network). Without
+    ``rows``, the draws are the generator's own, for the batch shape asked."""
+
+    def __init__(self, generator: torch.Generator | None, rows: slice | None = None, total: int | None = None
+                 ) -> None:
+        if (rows is None) != (total is None):
+            raise ValueError("give rows and total together")
+        self.generator, self.rows, self.total = generator, rows, total
+
+    def _full(self, shape: Sequence[int]) -> tuple[int, ...]:
+        if self.rows is None:
+            return tuple(shape)
+        if len(range(self.total)[self.rows]) != shape[0]:
+            raise ValueError(f"a share of {shape[0]} rows, but rows {self.rows} of {self.total} were given")
+        return (self.total, *shape[1:])
+
+    def _keep(self, x: Tensor) -> Tensor:
+        return x if self.rows is None else x[self.rows]
+
+    def randn(self, shape: Sequence[int], *, device: torch.device | str = "cpu", dtype: torch.dtype | None = None
+              ) -> Tensor:
+        """Standard normal (shape[0] rows, *shape[1:])."""
+        return self._keep(torch.randn(self._full(shape), generator=self.generator, device=device, dtype=dtype))
+
+    def rand(self, shape: Sequence[int], *, device: torch.device | str = "cpu", dtype: torch.dtype | None = None
+             ) -> Tensor:
+        """Uniform on [0, 1) (shape[0] rows, *shape[1:])."""
+        return self._keep(torch.rand(self._full(shape), generator=self.generator, device=device, dtype=dtype))
+
+    def randint(self, low: int, high: int, shape: Sequence[int], *, device: torch.device | str = "cpu") -> Tensor:
+        """Integers uniform in [low, high) (shape[0] rows, *shape[1:]), int64."""
+        return self._keep(torch.randint(low, high, self._full(shape), generator=self.generator, device=device))
+
+
+def batch_draws(source: torch.Generator | BatchDraws | None) -> BatchDraws:
+    """A generator (or None: torch's global one) as :class:`BatchDraws` of a whole batch; draws as they are."""
+    return source if isinstance(source, BatchDraws) else BatchDraws(source)

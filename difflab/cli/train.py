@@ -276,6 +276,8 @@ def run(a: argparse.Namespace) -> None:
                               "run again") from None
         raise Interrupted(f"interrupted; {out} keeps its checkpoint {kept.name}: continue with "
                           f"`difflab train --resume {out}`") from None
+    if not res.main:                # another process of a torchrun launch: rank 0 reports
+        return
     if res.steps == 0:
         print(f"{out} had already trained its {cfg.trainer.steps} steps; its end-of-run samples and plots are "
               "written")

@@ -24,6 +24,7 @@ from difflab.pipelines.classifier import ACCURACY, write_classifier_accuracy
 from difflab.pipelines.sample import sample_run, save_samples
 from difflab.process import GaussianProcess, build_process
 from difflab.training import Hook, Trainer, TrainResult, read_log, resolve_device
+from difflab.training.distributed import Distributed, from_environment
 from difflab.training.checkpoint import CHECKPOINTS, clean_checkpoints, latest_checkpoint
 from difflab.training.trainer import LOG, truncate_log
 from difflab.viz import plot_loss_curve
@@ -93,8 +94,20 @@ def train(cfg: RunConfig, run_dir: Path | str, resume: bool = False, progress: b
     checkpoint to resume and the output folder, so a mistake leaves the run folder as it was. Resuming a run
     that has no complete checkpoint (killed before its first) starts it again from step 0; a fresh run may
     go into such a folder too. A resumed run already at its last step redoes its end-of-run work (samples,
-    plots, evaluation) in case a kill cut it short."""
-    run_dir = Path(run_dir)
+    plots, evaluation) in case a kill cut it short.
+
+    Started by torchrun (several processes), every process runs this; they train as one data parallel run
+    (difflab.training.distributed) and only rank 0 writes."""
+    dist = from_environment(cfg.trainer.device)
+    try:
+        return train_process(cfg, Path(run_dir), resume, progress, dist)
+    finally:
+        dist.shutdown()
+
+
+def train_process(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, dist: Distributed) -> TrainResult:
+    """:func:`train` in one process of ``dist``."""
+    device = resolve_device(dist.device(cfg.trainer.device))
     check_output_folder(run_dir, "--resume" if resume else "--out")
     data = load_run_data(cfg)
     encoder = text_encoder(cfg) if cfg.data.text_encoder is not None and cfg.task == "diffusion" else None
@@ -102,7 +115,8 @@ def train(cfg: RunConfig, run_dir: Path | str, resume: bool = False, progress: b
     labelled = cfg.data.class_cond or cfg.task == "classifier"
     latent = None
     if is_latent(cfg):          # latent diffusion: the images encoded once (cached), scaled to unit variance
-        cfg, latent = prepare_latents(cfg, data, run_dir, resolve_device(cfg.trainer.device), progress)
+        with dist.main_first():     # rank 0 encodes and caches; the others read its cache
+            cfg, latent = prepare_latents(cfg, data, run_dir, device, progress and dist.is_main)
     cfg = cfg.resolved(data.spec, data.num_classes if labelled else None, encoder.dim if encoder else None)
     codec = latent.codec if latent is not None else run_codec(cfg)
     if data.spec != codec.data_spec:
@@ -114,6 +128,7 @@ def train(cfg: RunConfig, run_dir: Path | str, resume: bool = False, progress: b
     found = latest_checkpoint(run_dir)
     if not resume and found is not None:
         raise DifflabError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --out")
+    dist.barrier()                  # every rank has looked for a checkpoint before rank 0 may write one
     process = build_process(cfg.process)
     torch.manual_seed(cfg.trainer.seed)     # the initial weights depend on --seed alone
     network = build_network(cfg.network)
@@ -140,14 +155,16 @@ def train(cfg: RunConfig, run_dir: Path | str, resume: bool = False, progress: b
         plot_loss_curve(read_log(run_dir / LOG), run_dir / "loss.png")
 
     hooks = [Hook(cfg.trainer.sample_every, on_sample)]
-    if cfg.evaluation.every:
+    if cfg.evaluation.every and dist.is_main:      # the hooks run on rank 0 only
         asked = preview_request(cfg, cfg.evaluation.n, encoder, conditions)
         hooks.append(Hook(cfg.evaluation.every, eval_hook(cfg, process, run_dir, asked, codec), at_end=True))
     trainer = Trainer(network, make_loss(process, cfg), latent.latents if latent else codec.encode(data.data),
-                      conditions, cfg.trainer, run_dir, hooks=hooks)
+                      conditions, cfg.trainer, run_dir, hooks=hooks, dist=dist)
     if found is not None:
         trainer.resume_from(found)
-    # Nothing has been written so far; from here on the run folder changes.
+    # Nothing has been written so far; from here on the run folder changes (rank 0 writes).
+    if not dist.is_main:
+        return trainer.run_to_end(progress=False)
     try:
         cfg.save(run_dir)              # on resume: the new --steps, logging and evaluation options
         if latent is not None:

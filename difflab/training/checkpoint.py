@@ -185,10 +185,15 @@ def load_optimizer_state(opt: torch.optim.Optimizer, tensors: dict[str, Tensor],
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def rng_states(generator: torch.Generator) -> dict[str, Tensor]:
-    """The training generator's state and torch's global CPU (and CUDA) RNG states (dropout uses those)."""
+def rng_states(generator: torch.Generator, device: torch.device | None = None) -> dict[str, Tensor]:
+    """The training generator's state and torch's global CPU (and CUDA) RNG states (dropout uses those): every
+    GPU's ("rng.cuda{i}"), or with ``device`` (a process of a data parallel run) that device's alone
+    ("rng.cuda", the same key on every rank)."""
     states = {"rng.generator": generator.get_state(), "rng.torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
+    if device is not None:
+        if device.type == "cuda":
+            states["rng.cuda"] = torch.cuda.get_rng_state(device)
+    elif torch.cuda.is_available():
         states.update({f"rng.cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
     return states
 
@@ -196,6 +201,28 @@ def rng_states(generator: torch.Generator) -> dict[str, Tensor]:
 def set_rng_states(generator: torch.Generator, tensors: dict[str, Tensor]) -> None:
     generator.set_state(tensors["rng.generator"])
     torch.set_rng_state(tensors["rng.torch"])
-    cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("rng.cuda")), key=lambda k: int(k[8:]))]
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])       # this process's device (torch.cuda.set_device)
+    cuda = [tensors[k] for k in sorted((k for k in tensors if RNG_CUDA.match(k)), key=lambda k: int(k[8:]))]
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda)
+
+
+RNG_CUDA = re.compile(r"rng\.cuda\d+$")
+RNG_RANK = re.compile(r"rng\.rank(\d+)\.")
+
+
+def rank_rng_key(key: str, rank: int) -> str:
+    """Where rank r > 0 of a data parallel run keeps its RNG state ``key`` ("rng.X"): "rng.rank{r}.X"; rank 0
+    keeps the plain keys, those of a one-process run."""
+    return key if rank == 0 else f"rng.rank{rank}.{key[len('rng.'):]}"
+
+
+def rank_rng_states(tensors: dict[str, Tensor], rank: int) -> dict[str, Tensor]:
+    """Rank ``rank``'s RNG states ("rng.X") from a checkpoint's tensors. A rank the checkpoint has none for
+    (resumed on more processes than wrote it) takes rank 0's: the training generator is the same on every
+    rank anyway; only torch's global one (dropout) then repeats rank 0's."""
+    prefix = rank_rng_key("rng.", rank) if rank else None
+    if prefix and any(k.startswith(prefix) for k in tensors):
+        return {"rng." + k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    return {k: v for k, v in tensors.items() if k.startswith("rng.") and not RNG_RANK.match(k)}

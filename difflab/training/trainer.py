@@ -27,8 +27,11 @@ from tqdm.auto import tqdm
 
 from difflab.errors import DifflabError
 from difflab.io import atomic_write_text, read_json
+from difflab.rng import BatchDraws, derived_seed
 from difflab.training import checkpoint as ckpt
+from difflab.training.batches import BatchSource, RankRows, as_source
 from difflab.training.data_order import DataOrder
+from difflab.training.distributed import Distributed
 from difflab.training.ema import EMA
 
 class Rows(Protocol):
@@ -56,20 +59,21 @@ LossFn = Callable[..., "tuple[Tensor, Tensor] | Losses"]
 LOG = "log.jsonl"
 BUCKETS = 10
 ADVERSARY = "adversary."                # prefix of the adversary optimizer's tensors in trainer.safetensors
-TRAINER_LOGS = ("step", "epoch", "loss", "loss_by_t", "lr", "grad_norm", "img_per_s",
+TRAINER_LOGS = ("step", "epoch", "loss", "loss_by_t", "lr", "grad_norm", "img_per_s", "data_wait",
                 "adversary_loss", "adversary_grad_norm", "adversary_lr")
 
 
 @dataclass
 class TrainResult:
     """What a call of :meth:`Trainer.run_to_end` did: the run folder, the steps taken, their wall-clock seconds,
-    the last logged loss and images/s (None when nothing was logged)."""
+    the last logged loss and images/s (None when nothing was logged), and whether this process wrote them."""
 
     run_dir: Path
     steps: int
     seconds: float
     final_loss: float | None
     img_per_s: float | None
+    main: bool = True           # whether this process is the one that wrote (rank 0)
 
 
 @dataclass(frozen=True)
@@ -154,26 +158,44 @@ class Hook:
 
 
 class Trainer:
-    """Trains ``model`` on data (and per-example ``conditions``) held in memory; runs each of ``hooks``
-    (sample grids, evaluations) when it is due, after that step's checkpoint."""
+    """Trains ``model`` on ``data`` (a tensor in memory or a :class:`BatchSource`) and per-example
+    ``conditions`` (held in memory); runs each of ``hooks`` (sample grids, evaluations) when it is due, after
+    that step's checkpoint.
 
-    def __init__(self, model: nn.Module, loss_fn: LossFn, data: Tensor, conditions: Rows | None,
+    Data parallel (``dist`` with several processes, started by torchrun): every rank walks the same global batch
+    order and draws the same random numbers for the whole global batch (:class:`~difflab.rng.BatchDraws`), and
+    takes its own equal slice of both; DistributedDataParallel averages the gradients, so the step is the one
+    a single process would take on the whole batch, up to the order of float sums. Rank 0 alone writes
+    checkpoints (with every rank's RNG states), logs and pictures, and runs the hooks."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, data: Tensor | BatchSource, conditions: Rows | None,
                  config: TrainerConfig, run_dir: Path, hooks: Sequence[Hook] = (),
-                 adversary: Adversary | None = None) -> None:
+                 adversary: Adversary | None = None, dist: Distributed | None = None) -> None:
         config.validate()
         if adversary is not None:
             adversary.validate()
+        self.dist = dist = dist or Distributed()
+        if dist.active and adversary is not None:
+            raise DifflabError("adversarial training (train-autoencoder with a discriminator) runs in one process; "
+                               "start it without torchrun, or with --no-disc")
+        if config.batch_size % dist.world:
+            raise DifflabError(f"--batch-size {config.batch_size} (the global batch) must split evenly over the "
+                               f"{dist.world} processes; use a multiple of {dist.world}")
         self.adversary = adversary
         self.config, self.run_dir = config, Path(run_dir)
-        self.device = resolve_device(config.device)
+        self.device = resolve_device(dist.device(config.device))
         self.autocast = self.device.type == "cuda" and config.precision in ("auto", "bf16")
         if config.precision == "bf16" and self.device.type != "cuda":
             raise DifflabError("--precision bf16 needs a CUDA device; use --precision fp32 on the CPU")
         self.model = model.to(self.device)
+        self.forward_model = dist.wrap(self.model, self.device)     # what the loss calls (DDP with several ranks)
         self.loss_fn, self.hooks = loss_fn, tuple(hooks)
-        self.data = data.to(self.device)
+        self.source = as_source(data.to(self.device) if isinstance(data, Tensor) else data)
         self.conditions = conditions.to(self.device) if conditions is not None else None
-        self.order = DataOrder(len(data), config.batch_size, config.seed)
+        self.order = DataOrder(len(self.source), config.batch_size, config.seed)
+        self.rows = RankRows(self.order, dist.rank, dist.world)
+        self._stream, self._stream_step = None, -1
+        self.data_wait = 0.0            # seconds spent waiting for batches since the last log line
         self.main_params, self.adv_params = split_parameters(self.model, adversary)
         self.opt = torch.optim.AdamW(self.main_params, lr=config.lr, weight_decay=config.weight_decay)
         self.adv_opt = None if adversary is None else torch.optim.AdamW(
@@ -183,16 +205,23 @@ class Trainer:
         # The EMA averages the main parameters only; its adversary is a copy of the raw one, so that ema.safetensors
         # loads into the same model (an average of a discriminator is never used).
         self.ema_adv = [] if adversary is None else list(self.ema.model.get_submodule(adversary.module).parameters())
+        # The training generator is the same on every rank (see BatchDraws); torch's global one (dropout) differs.
         self.generator = torch.Generator(self.device).manual_seed(config.seed)
-        torch.manual_seed(config.seed)
+        torch.manual_seed(config.seed if dist.is_main else derived_seed(config.seed, dist.rank))
+        local = config.batch_size // dist.world
+        self.draws = BatchDraws(self.generator, slice(dist.rank * local, (dist.rank + 1) * local),
+                                config.batch_size) if dist.active else self.generator
         self.step = 0
 
     # --- state ---------------------------------------------------------------------------------
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        """Write a checkpoint of this step (rank 0; every rank takes part, handing over its RNG states)."""
         opt_tensors, opt_meta = ckpt.optimizer_state(self.opt)
-        rng = ckpt.rng_states(self.generator)
+        rng = self._gather_rng_states()
+        if not self.dist.is_main:
+            return None
         meta = {"step": self.step, "ema_updates": self.ema.updates, "optimizer": opt_meta,
-                "epoch": self.order.epoch(self.step), "config": asdict(self.config)}
+                "epoch": self.order.epoch(self.step), "config": asdict(self.config), "world_size": self.dist.world}
         if self.adv_opt is not None:
             adv_tensors, adv_meta = ckpt.optimizer_state(self.adv_opt)
             opt_tensors.update({ADVERSARY + k: v for k, v in adv_tensors.items()})
@@ -221,7 +250,7 @@ class Trainer:
             if self.adv_opt is not None:
                 adv_tensors = {k[len(ADVERSARY):]: v for k, v in tensors.items() if k.startswith(ADVERSARY)}
                 ckpt.load_optimizer_state(self.adv_opt, adv_tensors, meta["adversary_optimizer"])
-            ckpt.set_rng_states(self.generator, tensors)
+            ckpt.set_rng_states(self.generator, ckpt.rank_rng_states(tensors, self.dist.rank))
             self.step, self.ema.updates = int(meta["step"]), int(meta["ema_updates"])
         except (KeyError, ValueError, RuntimeError) as e:
             raise DifflabError(f"trainer state in {path} is incomplete or corrupt ({type(e).__name__}: {e}); "
@@ -246,20 +275,31 @@ class Trainer:
         lr = self.config.lr if adv.lr is None else adv.lr
         return lr * min(1.0, (step - adv.start + 1) / adv.warmup) if adv.warmup else lr
 
+    def next_batch(self) -> tuple[Tensor, Tensor]:
+        """This rank's rows of the batch of the current step, (b,) indices and (b, ...) examples on the device,
+        from the source's stream (started afresh where the step is not the one it stands at)."""
+        if self._stream is None or self._stream_step != self.step:
+            self._stream = self.source.stream(range(self.step, self.config.steps), self.rows)
+            self._stream_step = self.step
+        t0 = time.perf_counter()
+        x = next(self._stream).to(self.device, non_blocking=True)
+        self.data_wait += time.perf_counter() - t0
+        self._stream_step += 1
+        return self.rows(self.step), x
+
     def train_step(self) -> StepResult:
-        idx = self.order.batch(self.step).to(self.device)
-        x = self.data[idx]
-        cond = self.conditions[idx] if self.conditions is not None else None
+        idx, x = self.next_batch()
+        cond = self.conditions[idx.to(self.device)] if self.conditions is not None else None
         adversarial = self.adversary is not None and self.step >= self.adversary.start
         self.model.train()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             if self.adversary is None:
-                out = self.loss_fn(self.model, x, cond, self.generator)
+                out = self.loss_fn(self.forward_model, x, cond, self.draws)
             else:
-                out = self.loss_fn(self.model, x, cond, self.generator, adversarial=adversarial)
+                out = self.loss_fn(self.forward_model, x, cond, self.draws, adversarial=adversarial)
         losses = self._as_losses(out)
         loss = losses.main.float().mean()
-        if not torch.isfinite(loss):
+        if not self.dist.all_finite(loss.detach()):
             self._stop_nonfinite("loss", float(loss.detach()))
         adv_loss = losses.adversary.float().mean() if adversarial and losses.adversary is not None else None
         if adv_loss is not None and not torch.isfinite(adv_loss):
@@ -308,6 +348,18 @@ class Trainer:
         loss, key = out
         return Losses(loss, key)
 
+    def _gather_rng_states(self) -> dict[str, Tensor]:
+        """This rank's RNG states (one process: the training generator's, torch's and every GPU's); with
+        several processes, rank 0 gets every rank's, rank r > 0 under "rng.rank{r}.*"."""
+        if not self.dist.active:
+            return ckpt.rng_states(self.generator)
+        states = ckpt.rng_states(self.generator, self.device)
+        gathered = dict(states)
+        for key in sorted(states):                          # the same keys and sizes on every rank
+            every = self.dist.all_gather(states[key].to(self.device).unsqueeze(0)).cpu()   # (world, n)
+            gathered.update({ckpt.rank_rng_key(key, r): every[r] for r in range(1, self.dist.world)})
+        return gathered
+
     def _clip(self, params: list[nn.Parameter], max_norm: float, what: str) -> float:
         """Clip the global gradient norm of ``params`` to ``max_norm`` (0 = off); stop if it is not finite."""
         norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else math.inf))
@@ -328,7 +380,8 @@ class Trainer:
         seconds = time.perf_counter() - t0
         records = read_log(self.run_dir / LOG)
         last = records[-1] if records else {}
-        return TrainResult(self.run_dir, self.step - start, seconds, last.get("loss"), last.get("img_per_s"))
+        return TrainResult(self.run_dir, self.step - start, seconds, last.get("loss"), last.get("img_per_s"),
+                           self.dist.is_main)
 
     def run(self, progress: bool = True) -> None:
         """Train until step ``config.steps``, logging, checkpointing and running the hooks when due. A run that
@@ -341,7 +394,8 @@ class Trainer:
         window: list[tuple[Tensor, Tensor]] = []
         t_window, n_window, grad_norms = 0.0, 0, []
         scalars: dict[str, list[Tensor]] = {}
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not progress, unit="step", dynamic_ncols=True)
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not (progress and self.dist.is_main), unit="step",
+                   dynamic_ncols=True)
         try:
             while self.step < cfg.steps:
                 t0 = time.perf_counter()
@@ -349,15 +403,21 @@ class Trainer:
                 if self.device.type == "cuda":
                     torch.cuda.synchronize()
                 t_window += time.perf_counter() - t0
-                n_window += result.loss.shape[0]
-                window.append((result.loss.float().cpu(), result.key.float().cpu()))
+                n_window += result.loss.shape[0] * self.dist.world
+                window.append((result.loss.float(), result.key.float()))
                 grad_norms.append(result.grad_norm)
                 for name, value in result.scalars.items():
                     scalars.setdefault(name, []).append(value)
                 bar.update(1)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    if self.dist.active:        # every rank's examples of the window
+                        window = [tuple(self.dist.all_gather(torch.cat(part)).cpu() for part in zip(*window))]
                     record = log_record(self.step, window, n_window / t_window, self.lr_at(self.step - 1),
                                         sum(grad_norms) / len(grad_norms), self.order.epoch(self.step))
+                    loading = self.source.pop_stats()
+                    if loading:                 # a streaming source: its throughput and the steps' wait for it
+                        record.update(loading, data_wait=self.data_wait / t_window)
+                    self.data_wait = 0.0
                     if self.adversary is not None:
                         record["adversary_lr"] = self.adv_lr_at(self.step - 1)
                     # each scalar is the mean over the steps of the window that reported it
@@ -372,11 +432,15 @@ class Trainer:
             bar.close()                     # before any message, so it does not land on the bar's line
 
     def _run_hooks(self) -> None:
+        if not self.dist.is_main:
+            return
         for hook in self.hooks:
             if hook.due(self.step, self.config.steps):
                 hook.fn(self.step, self.ema.model)
 
     def _append_log(self, record: dict) -> None:
+        if not self.dist.is_main:
+            return
         path = self.run_dir / LOG
         try:
             with open(path, "a") as f:

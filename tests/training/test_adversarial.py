@@ -102,7 +102,7 @@ def test_the_discriminator_steps_from_disc_start_on_its_own_loss_alone(tmp_path,
         # the gradients each loss alone gives its own parameters, from a copy of the model and generator
         ref = copy.deepcopy(model)
         g = torch.Generator().set_state(trainer.generator.get_state())
-        x = trainer.data[trainer.order.batch(step)]
+        x = trainer.source.data[trainer.order.batch(step)]
         out = loss_fn(ref, x, None, g, adversarial=step >= start)
         want_g = torch.autograd.grad(out.main.mean(), list(ref.generator.parameters()), retain_graph=True)
         want_d = torch.autograd.grad(out.adversary.mean(), list(ref.discriminator.parameters()))
