@@ -41,11 +41,23 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from difflab.data.dataset import ArrayDataset, adapt_images, check_image_options, check_split, pixels_to_unit, \
-    split_indices
+from difflab.data.dataset import (
+    ArrayDataset,
+    adapt_images,
+    check_image_options,
+    check_split,
+    pixels_to_unit,
+    split_indices,
+)
 from difflab.data.folder import PIL_MODES, image_format, list_folder, read_pixels
 from difflab.data.memmap import PIXEL_DTYPES, MemmapImages, PixelFile
-from difflab.data.npz import check_data_shape, labels_tensor, pixel_scale, scale_to_unit, to_channels_first
+from difflab.data.npz import (
+    check_data_shape,
+    labels_tensor,
+    pixel_scale,
+    scale_to_unit,
+    to_channels_first,
+)
 from difflab.data.npz_stream import NpzLayout, npz_layout, read_chunks, read_labels
 from difflab.data.registry import BUILTIN_IMAGES
 from difflab.data.toy2d import TOY_2D_NAMES

@@ -12,8 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from difflab.data import load_dataset
-from difflab.data import image_cache
+from difflab.data import image_cache, load_dataset
 from difflab.data.image_cache import open_cached, resolve_loader
 from difflab.data.memmap import StreamingSource
 from difflab.errors import DifflabError
@@ -127,7 +126,7 @@ def test_changed_files_rebuild_and_unchanged_reuse(tmp_path: Path, monkeypatch: 
     first = entry()
     assert len(decoded) == 10                                 # the train split: 12 less ceil(10 %)
     assert entry() == first and len(decoded) == 10            # unchanged: reused, nothing decoded
-    touched = sorted(root.rglob("*.png"))[0]
+    touched = min(root.rglob("*.png"))
     os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
     second = entry()
     assert second != first and len(decoded) == 20
