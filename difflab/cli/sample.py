@@ -13,6 +13,7 @@ from difflab.cli.common import (finite_float, float_or_inf, nonneg_int, on_off, 
                                 scales)
 from difflab.errors import DifflabError
 from difflab.io import check_output_file
+from difflab.networks.acceleration import PRECISIONS
 from difflab.process.base import VARIANCES
 from difflab.rng import SEED_STRIDE
 from difflab.samplers import SAMPLERS, SPACINGS, StepInfo, sampler_options, time_grid
@@ -141,10 +142,34 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
         "same images whatever --batch-size: sample i draws its noise from its own generator (dopri5 aside: its "
         "adaptive steps are chosen for the whole batch). Any sampler works with any trained target and process.")
     add_sampling_flags(p, default_n=64)
+    add_acceleration_flags(p)
     p.add_argument("--trajectory", action="store_true",
                    help="also write OUT_trajectory.png: x_t and the predicted x_0 at a few times from T down to 0")
     option(p, "--out", "output PNG", "samples.png")
     p.set_defaults(func=run)
+
+
+def add_acceleration_flags(p: argparse.ArgumentParser) -> None:
+    """How the network runs while sampling (the same samples up to rounding): its precision, torch.compile,
+    channels-last weights (networks.acceleration)."""
+    option(p, "--precision", "the network's precision: fp32, bf16 (bf16 autocast of the network alone, CUDA only; "
+           "the sampling loop stays float64) or auto (bf16 on CUDA, fp32 on the CPU)", "fp32", choices=PRECISIONS)
+    p.add_argument("--compile", action="store_true",
+                   help="run the network through torch.compile: its first call at each batch shape (a last, "
+                        "smaller batch too) waits for the compilation, tens of seconds; pays off for many samples")
+    p.add_argument("--channels-last", action="store_true",
+                   help="store the U-Net's convolution weights channels-last (N, H, W, C), so its convolutions run in "
+                        "that layout (faster on most GPUs and CPUs); image networks only")
+
+
+def accelerated_network(a: argparse.Namespace, network: torch.nn.Module) -> torch.nn.Module:
+    """The module to call for the run's ``network`` as add_acceleration_flags asked (``network`` itself by
+    default); it shares the network's weights."""
+    from difflab.networks.acceleration import accelerate, autocast_enabled
+
+    device = next(network.parameters()).device
+    return accelerate(network, compile=a.compile, channels_last=a.channels_last,
+                      autocast=autocast_enabled(a.precision, device))
 
 
 @dataclass
@@ -243,7 +268,8 @@ def run(a: argparse.Namespace) -> None:
         return recorder if start == 0 and a.trajectory else None
 
     device = job.kwargs["device"]
-    outs = [sample_run(model.network, model.process, model.config, sampler, steps, n, cond=job.request.cond,
+    network = accelerated_network(a, model.network)
+    outs = [sample_run(network, model.process, model.config, sampler, steps, n, cond=job.request.cond,
                        guidance=g, callback=record, **job.kwargs) for g in job.guidance]
     x = torch.cat([o.x for o in outs])
     if len(outs) == 1:
