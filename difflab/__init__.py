@@ -1,3 +1,3 @@
 """difflab: diffusion and flow-matching generative models of images."""
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"

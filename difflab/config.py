@@ -219,7 +219,8 @@ def migrate(d: dict[str, Any]) -> dict[str, Any]:
     0.1 and 0.2: no text conditioning (U-Nets without cross-attention), no condition dropout, every run a
     diffusion model.
     0.1 to 0.3: no super-resolution runs (U-Nets read no image channels).
-    0.1 to 0.4: no log-normal time sampling, no learned variance."""
+    0.1 to 0.4: no log-normal time sampling, no learned variance.
+    0.1 to 0.5: trainers without --compile, --channels-last, --loader, --workers (see :func:`migrate_trainer`)."""
     d = dict(d)
     version = str(d.get("version", "0.1.0"))
     if version.startswith(("0.1.", "0.2.")):
@@ -237,6 +238,7 @@ def migrate(d: dict[str, Any]) -> dict[str, Any]:
             d["network"] = {**V03_ADDED_FIELDS.get(d["network"].get("kind"), {}), **d["network"]}
     if version.startswith(("0.1.", "0.2.", "0.3.", "0.4.")) and isinstance(d.get("objective"), dict):
         d["objective"] = {**V04_ADDED_OBJECTIVE, **d["objective"]}
+    d = migrate_trainer(d)
     if version.startswith("0.1."):
         d.setdefault("codec", {"name": "identity"})
         network = dict(d.get("network") or {})
@@ -248,6 +250,17 @@ def migrate(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
+def migrate_trainer(d: dict[str, Any]) -> dict[str, Any]:
+    """A run config (diffusion, classifier or autoencoder) of 0.1 to 0.5 with the trainer fields 0.6 added, at
+    the values those runs trained with (in memory, eager, contiguous)."""
+    if str(d.get("version", "0.1.0")).startswith(("0.1.", "0.2.", "0.3.", "0.4.", "0.5.")) and \
+            isinstance(d.get("trainer"), dict):
+        d = {**d, "trainer": {**V05_ADDED_TRAINER, **d["trainer"]}}
+    return d
+
+
+# The trainer fields 0.6 added, with the values every earlier run had (frozen).
+V05_ADDED_TRAINER = {"compile": False, "channels_last": False, "loader": "memory", "workers": 2}
 # The network fields 0.3 added, by backbone, with the values a network of 0.1 or 0.2 had (frozen).
 V02_ADDED_FIELDS = {"unet": {"context_dim": None, "cross_attention_levels": []}}
 # The network fields 0.4 added, by backbone, with the values a network of 0.1 to 0.3 had (frozen).
@@ -381,7 +394,7 @@ class AutoencoderRunConfig(RunFolderConfig):
             run = Path(source).parent if Path(source).name == CONFIG else Path(source)
             what = "noise-aware classifier (difflab train-classifier)" if task == "classifier" else f"{task} run"
             raise DifflabError(f"{run} is a {what}, not an autoencoder: give a run of `difflab train-autoencoder`")
-        values = typed_fields(cls, d, source)
+        values = typed_fields(cls, migrate_trainer(d), source)
         for key, section in AUTOENCODER_SECTIONS.items():
             values[key] = section(**typed_fields(section, values[key], f"{source}: {key}"))
         values["spec"] = None if values["spec"] is None else _spec(values["spec"], source)

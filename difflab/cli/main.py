@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 
@@ -44,6 +45,12 @@ def one_line_warning(message, category, filename, lineno, file=None, line=None) 
     print(f"warning: {message}", file=sys.stderr if file is None else file)
 
 
+def rank_prefix() -> str:
+    """"rank N: " in process N > 0 of a torchrun launch (each process reports its own errors), else ""."""
+    rank = os.environ.get("RANK", "0")
+    return f"rank {rank}: " if rank not in ("", "0") else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if chosen_command(argv) and not {"-h", "--help"} & set(argv):
@@ -55,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except DifflabError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"{rank_prefix()}error: {e}", file=sys.stderr)
         return 2
     except OSError as e:               # an output (or input) the command did not expect to fail on
         where = f"{e.filename}: " if e.filename else ""

@@ -21,9 +21,11 @@ from difflab.training import TrainerConfig
 from difflab.training.checkpoint import run_folder
 
 TRAINER_FLAGS = ("steps", "batch_size", "lr", "warmup", "weight_decay", "grad_clip", "ema_decay", "seed",
-                 "log_every", "checkpoint_every", "keep_checkpoints", "sample_every", "device", "precision")
-# options that may change when a run is resumed (the rest must match the run's config.json)
-RESUMABLE = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "sample_every", "device")
+                 "log_every", "checkpoint_every", "keep_checkpoints", "sample_every", "device", "precision", "compile",
+                 "channels_last", "loader", "workers")
+# options that may change when a run is resumed (the rest must match the run's config.json): how it runs, not what
+RESUMABLE = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "sample_every", "device", "compile",
+             "channels_last", "loader", "workers")
 EVAL_FLAGS = {"eval_every": "every", "eval_n": "n", "eval_features": "features", "inception_weights": "inception_weights"}
 # what `difflab train --task` trains: a diffusion model of the data, or one of its images given their
 # low-resolution versions (SR3 super-resolution, by --scale)
@@ -128,6 +130,16 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
     optional(p, "--device", "auto, cpu, cuda or cuda:N", t.device)
     optional(p, "--precision", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16", t.precision,
              choices=("auto", "fp32", "bf16"))
+    p.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile the network (faster steps on GPUs after a compile of a minute or so)")
+    p.add_argument("--channels-last", action="store_true", default=None,
+                   help="the network's convolutions in channels-last memory layout (faster on recent GPUs)")
+    optional(p, "--loader", "memory (the data set held in memory), memmap (decoded once into a uint8 disk cache "
+             "under $DIFFLAB_CACHE/images and read by --workers processes: for data larger than memory; image "
+             "folders and .npz files) or auto (memmap when the data would take more than 2 GiB)", t.loader,
+             choices=("memory", "memmap", "auto"))
+    optional(p, "--workers", "DataLoader worker processes reading the disk cache (0: the training process)",
+             t.workers, type=nonneg_int)
     optional(p, "--out", "run folder to create", "runs/<dataset>" + ("-classifier" if classifier else ""))
     optional(p, "--resume", "continue the run in this folder from its last checkpoint", metavar="DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -152,9 +152,11 @@ class StreamingSource:
 
     def stream(self, steps: range, indices: Indices) -> Iterator[Tensor]:
         """The batch of each step in ``steps``, in order: rows ``indices(step)``, float32 (b, C, H, W)."""
+        # Its own generator: a DataLoader seeds its workers from torch's global RNG otherwise, and a resumed run,
+        # which starts one stream more, would continue with another global RNG state (dropout's) than the original.
         loader = DataLoader(StepBatches(self.images.pixel_file, steps, indices), batch_size=None, shuffle=False,
                             num_workers=self.workers, prefetch_factor=self.prefetch if self.workers else None,
-                            pin_memory=self.pin_memory)
+                            pin_memory=self.pin_memory, generator=torch.Generator())
         batches = iter(loader)
         try:
             while True:

@@ -89,13 +89,14 @@ def data_key(path: Path, keys: list[str]) -> str:
 
 
 def to_channels_first(path: Path, array: np.ndarray) -> np.ndarray:
-    """(N, H, W), (N, C, H, W) or (N, H, W, C) with C in {1, 3} -> (N, C, H, W)."""
+    """(N, H, W), (N, C, H, W) or (N, H, W, C) with C in {1, 3} -> (N, C, H, W), laid out contiguously (a
+    transposed view would make channels-last tensors, whose convolutions round differently)."""
     if array.ndim == 3:
         return array[:, None]
     if array.ndim == 4 and array.shape[1] in CHANNEL_CHOICES:
         return array
     if array.ndim == 4 and array.shape[3] in CHANNEL_CHOICES:
-        return array.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(array.transpose(0, 3, 1, 2))
     raise _shape_error(path, array)
 
 

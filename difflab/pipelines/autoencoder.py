@@ -37,6 +37,7 @@ from difflab.training import Adversary, Hook, Losses, Trainer, TrainResult, read
 from difflab.training.checkpoint import CHECKPOINTS, clean_checkpoints, latest_checkpoint, load_weights, \
     resolve_checkpoint, run_folder
 from difflab.training.trainer import LOG, truncate_log
+from difflab.training.distributed import launched_processes
 from difflab.viz import plot_loss_curve, save_grid
 
 RECONSTRUCTIONS = "reconstructions"
@@ -158,7 +159,10 @@ def train_autoencoder(cfg: AutoencoderRunConfig, run_dir: Path | str, resume: bo
 
     As pipelines.train.train: everything (data, config, device, checkpoint, output folder) is checked before
     anything is written; a resumed run continues bit for bit; a run at its last step redoes its end-of-run
-    pictures."""
+    pictures. One process: started by torchrun with several, it stops before doing anything."""
+    if launched_processes() > 1:
+        raise DifflabError("train-autoencoder trains in one process (its two optimizers step different parameter "
+                           "sets, which DistributedDataParallel does not sync); start it without torchrun")
     run_dir = Path(run_dir)
     check_output_folder(run_dir, "--resume" if resume else "--out")
     data = load_images(cfg)

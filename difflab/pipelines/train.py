@@ -14,6 +14,9 @@ from tqdm.auto import tqdm
 from difflab.codecs import Codec
 from difflab.condition import Condition
 from difflab.config import RunConfig
+from difflab.data import ArrayDataset
+from difflab.data.image_cache import open_cached, resolve_loader
+from difflab.data.memmap import MemmapImages, StreamingSource
 from difflab.errors import DifflabError
 from difflab.io import check_output_folder, output_error
 from difflab.networks import build_network
@@ -87,6 +90,18 @@ def eval_hook(cfg: RunConfig, process: GaussianProcess, run_dir: Path, asked: Re
     return hook
 
 
+def training_data(cfg: RunConfig, progress: bool) -> ArrayDataset | MemmapImages:
+    """The run's training split: in memory, or (--loader memmap, or auto for a large image folder or .npz) the
+    disk cache's memory map, decoded once, which the trainer streams through DataLoader workers."""
+    d = cfg.data
+    if resolve_loader(cfg.trainer.loader, d.dataset, image_size=d.image_size, channels=d.channels) == "memory":
+        return load_run_data(cfg)
+    if is_latent(cfg) or d.sr_scale is not None:
+        what = "latent diffusion (--autoencoder)" if is_latent(cfg) else "super-resolution (--task sr)"
+        raise DifflabError(f"{what} trains on data held in memory: use --loader memory")
+    return open_cached(d.dataset, split="train", image_size=d.image_size, channels=d.channels, progress=progress)
+
+
 def train(cfg: RunConfig, run_dir: Path | str, resume: bool = False, progress: bool = True) -> TrainResult:
     """Train (or, with resume, continue) the run in ``run_dir``; returns its timing and final loss.
 
@@ -109,7 +124,8 @@ def train_process(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, d
     """:func:`train` in one process of ``dist``."""
     device = resolve_device(dist.device(cfg.trainer.device))
     check_output_folder(run_dir, "--resume" if resume else "--out")
-    data = load_run_data(cfg)
+    with dist.main_first():         # rank 0 builds a disk cache first; the others open it
+        data = training_data(cfg, progress and dist.is_main)
     encoder = text_encoder(cfg) if cfg.data.text_encoder is not None and cfg.task == "diffusion" else None
     conditions = data_conditions(cfg, data, encoder)
     labelled = cfg.data.class_cond or cfg.task == "classifier"
@@ -158,8 +174,12 @@ def train_process(cfg: RunConfig, run_dir: Path, resume: bool, progress: bool, d
     if cfg.evaluation.every and dist.is_main:      # the hooks run on rank 0 only
         asked = preview_request(cfg, cfg.evaluation.n, encoder, conditions)
         hooks.append(Hook(cfg.evaluation.every, eval_hook(cfg, process, run_dir, asked, codec), at_end=True))
-    trainer = Trainer(network, make_loss(process, cfg), latent.latents if latent else codec.encode(data.data),
-                      conditions, cfg.trainer, run_dir, hooks=hooks, dist=dist)
+    if isinstance(data, MemmapImages):
+        examples = StreamingSource(data, workers=cfg.trainer.workers)
+    else:
+        examples = latent.latents if latent else codec.encode(data.data)
+    trainer = Trainer(network, make_loss(process, cfg), examples, conditions, cfg.trainer, run_dir, hooks=hooks,
+                      dist=dist)
     if found is not None:
         trainer.resume_from(found)
     # Nothing has been written so far; from here on the run folder changes (rank 0 writes).

@@ -104,6 +104,14 @@ class DataParallel(nn.parallel.DistributedDataParallel):
             return getattr(self.module, name)
 
 
+def launched_processes() -> int:
+    """How many processes torchrun started for this run (WORLD_SIZE; 1 without torchrun)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
 def from_environment(device: str = "auto") -> Distributed:
     """This process's place as torchrun described it in the environment, joining the process group when there
     are several (nccl for CUDA, gloo otherwise); one process without torchrun."""

@@ -59,7 +59,8 @@ LossFn = Callable[..., "tuple[Tensor, Tensor] | Losses"]
 LOG = "log.jsonl"
 BUCKETS = 10
 ADVERSARY = "adversary."                # prefix of the adversary optimizer's tensors in trainer.safetensors
-TRAINER_LOGS = ("step", "epoch", "loss", "loss_by_t", "lr", "grad_norm", "img_per_s", "data_wait",
+TRAINER_LOGS = ("step", "epoch", "loss", "loss_by_t", "lr", "grad_norm", "img_per_s", "load_img_per_s", "load_mb_per_s",
+                "load_wait_s",
                 "adversary_loss", "adversary_grad_norm", "adversary_lr")
 
 
@@ -92,6 +93,10 @@ class TrainerConfig:
     keep_checkpoints: int = 2
     device: str = "auto"            # auto | cpu | cuda | cuda:N
     precision: str = "auto"         # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+    compile: bool = False           # torch.compile the network for training
+    channels_last: bool = False     # the network's 4-D weights (and so its convolutions) in channels-last layout
+    loader: str = "memory"          # memory | memmap | auto (difflab.data.image_cache.resolve_loader)
+    workers: int = 2                # DataLoader worker processes reading the disk cache (0: the training process)
 
     def validate(self) -> None:
         checks = [("steps", self.steps >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
@@ -104,6 +109,9 @@ class TrainerConfig:
         for name, ok, rule in checks:
             if not ok:
                 raise DifflabError(f"--{name.replace('_', '-')} is out of range: it must be {rule}, got {getattr(self, name)}")
+        if self.workers < 0:
+            raise DifflabError(f"--workers is out of range: it must be >= 0 (0 = read in the training process), "
+                               f"got {self.workers}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise DifflabError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
 
@@ -195,7 +203,6 @@ class Trainer:
         self.order = DataOrder(len(self.source), config.batch_size, config.seed)
         self.rows = RankRows(self.order, dist.rank, dist.world)
         self._stream, self._stream_step = None, -1
-        self.data_wait = 0.0            # seconds spent waiting for batches since the last log line
         self.main_params, self.adv_params = split_parameters(self.model, adversary)
         self.opt = torch.optim.AdamW(self.main_params, lr=config.lr, weight_decay=config.weight_decay)
         self.adv_opt = None if adversary is None else torch.optim.AdamW(
@@ -281,9 +288,7 @@ class Trainer:
         if self._stream is None or self._stream_step != self.step:
             self._stream = self.source.stream(range(self.step, self.config.steps), self.rows)
             self._stream_step = self.step
-        t0 = time.perf_counter()
         x = next(self._stream).to(self.device, non_blocking=True)
-        self.data_wait += time.perf_counter() - t0
         self._stream_step += 1
         return self.rows(self.step), x
 
@@ -414,10 +419,7 @@ class Trainer:
                         window = [tuple(self.dist.all_gather(torch.cat(part)).cpu() for part in zip(*window))]
                     record = log_record(self.step, window, n_window / t_window, self.lr_at(self.step - 1),
                                         sum(grad_norms) / len(grad_norms), self.order.epoch(self.step))
-                    loading = self.source.pop_stats()
-                    if loading:                 # a streaming source: its throughput and the steps' wait for it
-                        record.update(loading, data_wait=self.data_wait / t_window)
-                    self.data_wait = 0.0
+                    record.update(self.source.pop_stats())     # a streaming source's loading figures
                     if self.adversary is not None:
                         record["adversary_lr"] = self.adv_lr_at(self.step - 1)
                     # each scalar is the mean over the steps of the window that reported it

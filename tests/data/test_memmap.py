@@ -235,3 +235,20 @@ def test_resolve_loader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert resolve_loader("auto", str(root), image_size=8) == "memmap"
     with pytest.raises(DifflabError, match="--loader must be one of memory, memmap, auto"):
         resolve_loader("disk", str(root))
+
+
+def test_a_stream_leaves_torchs_global_rng_alone(tmp_path):
+    """A DataLoader seeds its workers from torch's global RNG unless given a generator; a resumed run starts one
+    stream more than the run it continues, so that would change its dropout draws."""
+    from difflab.data.memmap import StreamingSource
+    from difflab.training.batches import RankRows
+    from difflab.training.data_order import DataOrder
+
+    images = np.random.default_rng(0).integers(0, 256, (20, 4, 4, 3), dtype=np.uint8)
+    np.savez(tmp_path / "x.npz", images=images)
+    cached = open_cached(str(tmp_path / "x.npz"), split="all", cache_dir=tmp_path / "cache", progress=False)
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    for workers in (0, 1):
+        list(StreamingSource(cached, workers=workers).stream(range(3), RankRows(DataOrder(20, 4, 0))))
+    assert torch.equal(torch.get_rng_state(), before)

@@ -1,6 +1,8 @@
 """Data parallel training under torchrun (gloo, 2 CPU processes): a 2-process run with B/2 examples per rank takes
 the steps a 1-process run with batch B takes (up to float sums), and a 2-process run killed mid-run and resumed
-ends bit for bit where an uninterrupted one does. Plus the pieces: shared draws, rank slices, RNG keys."""
+ends bit for bit where an uninterrupted one does, though it streams its data from the disk cache (--loader memmap,
+a worker per process) and the uninterrupted one holds it in memory. Plus the pieces: shared draws, rank slices,
+RNG keys."""
 
 from __future__ import annotations
 
@@ -11,8 +13,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from sklearn.datasets import load_digits
 
 from helpers import run_state
 
@@ -25,7 +29,7 @@ from difflab.training.data_order import DataOrder
 from difflab.training.distributed import Distributed
 
 STEPS, KILL_AT, BATCH = 12, 10, 16
-ARGS = ["--dataset", "digits", "--steps", str(STEPS), "--batch-size", str(BATCH), "--checkpoint-every", "4",
+ARGS = ["--dataset", "digits.npz", "--steps", str(STEPS), "--batch-size", str(BATCH), "--checkpoint-every", "4",
         "--log-every", "1", "--sample-every", "0", "--preview-steps", "2", "--keep-checkpoints", "1", "--quiet"]
 ROOT = Path(__file__).resolve().parents[2]
 # Python run before the CLI in each process of a launch (torchrun starts this file's text as a script).
@@ -50,7 +54,7 @@ def launch(tmp: Path, args: list[str], processes: int, prelude: str = "") -> sub
     script = tmp / f"cli_{abs(hash(prelude))}.py"
     script.write_text(textwrap.dedent(prelude) + CLI)
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]))
+    env.update(OMP_NUM_THREADS="1", DIFFLAB_CACHE=str(tmp / "cache"), PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]))
     launcher = [sys.executable, str(script)] if processes == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes), str(script)]
     return subprocess.run([*launcher, *args], cwd=tmp, env=env, capture_output=True, text=True, timeout=300,
@@ -61,10 +65,12 @@ def launch(tmp: Path, args: list[str], processes: int, prelude: str = "") -> sub
 def runs(tmp_path_factory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("ddp")
     one, two, killed = tmp / "one", tmp / "two", tmp / "killed"
+    digits = load_digits().images                                   # (1797, 8, 8) in 0..16
+    np.savez(tmp / "digits.npz", images=np.round(digits * 255 / 16).astype(np.uint8))
     for out, n in ((one, 1), (two, 2)):
         res = launch(tmp, ["train", *ARGS, "--out", str(out)], n)
         assert res.returncode == 0, res.stderr[-2000:]
-    res = launch(tmp, ["train", *ARGS, "--out", str(killed)], 2, prelude=KILL)
+    res = launch(tmp, ["train", *ARGS, "--out", str(killed), "--loader", "memmap", "--workers", "1"], 2, prelude=KILL)
     assert res.returncode != 0                       # killed
     assert resolve_checkpoint(killed).name == "step_0000008"
     res = launch(tmp, ["train", "--resume", str(killed), "--quiet"], 2)
@@ -97,7 +103,9 @@ def test_a_two_process_run_killed_and_resumed_ends_bit_for_bit_like_an_uninterru
     assert resolve_checkpoint(runs["killed"]).name == f"step_{STEPS:07d}"
     assert final.keys() == reference.keys()
     assert [k for k in final if not torch.equal(final[k], reference[k])] == []
-    assert [r["step"] for r in read_log(runs["killed"] / "log.jsonl")] == list(range(1, STEPS + 1))
+    log = read_log(runs["killed"] / "log.jsonl")
+    assert [r["step"] for r in log] == list(range(1, STEPS + 1))
+    assert all(r["load_img_per_s"] > 0 for r in log)              # the loader's throughput, in every line
 
 
 def test_the_ranks_draws_are_slices_of_one_draw_for_the_whole_batch():
