@@ -24,8 +24,10 @@ class DDPMProcess(GaussianProcess):
 
     name = "ddpm"
     OPTION_HELP = {"schedule": "DDPM beta schedule", "T": "number of DDPM steps",
-                   "beta_start": "beta_1 of the linear schedule (stated for T = 1000, rescaled by 1000/T)",
-                   "beta_end": "beta_T of the linear schedule (stated for T = 1000, rescaled by 1000/T)",
+                   "beta_start": "beta_1 of the linear and scaled-linear schedules (stated for T = 1000, rescaled "
+                                 "by 1000/T)",
+                   "beta_end": "beta_T of the linear and scaled-linear schedules (stated for T = 1000, rescaled "
+                               "by 1000/T)",
                    "cosine_s": "offset s of the cosine schedule", "max_beta": "largest beta of the cosine and "
                    "linear-alpha-bar schedules"}
     OPTION_CHOICES = {"schedule": SCHEDULES}
@@ -35,9 +37,10 @@ class DDPMProcess(GaussianProcess):
         self.schedule, self.T = schedule, T
         if not (isinstance(T, int) and T >= 2):
             raise DifflabError(f"--T must be at least 2, got {T}")
-        if schedule == "linear" and not (0 < beta_start <= beta_end and 1000.0 / max(T, 1) * beta_end < 1):
-            raise DifflabError(f"the linear schedule needs 0 < --beta-start <= --beta-end and beta_end * 1000 / T < 1, "
-                               f"got {beta_start}, {beta_end} with T = {T}")
+        linear = schedule in ("linear", "scaled-linear")
+        if linear and not (0 < beta_start <= beta_end and 1000.0 / max(T, 1) * beta_end < 1):
+            raise DifflabError(f"the {schedule} schedule needs 0 < --beta-start <= --beta-end and beta_end * 1000 / T "
+                               f"< 1, got {beta_start}, {beta_end} with T = {T}")
         if not (cosine_s >= 0 and 0 < max_beta < 1):
             raise DifflabError(f"--cosine-s must be >= 0 and --max-beta in (0, 1), got {cosine_s}, {max_beta}")
         self._args = dict(beta_start=beta_start, beta_end=beta_end, cosine_s=cosine_s, max_beta=max_beta)

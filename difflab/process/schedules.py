@@ -17,6 +17,13 @@ def linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> Te
     return torch.linspace(scale * beta_start, scale * beta_end, T, dtype=torch.float64)
 
 
+def scaled_linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
+    """sqrt(beta_t) linear from sqrt(beta_start) to sqrt(beta_end) (latent diffusion, Rombach et al. 2022; diffusers'
+    "scaled_linear"), stated for T = 1000 and rescaled by 1000/T like :func:`linear_betas`."""
+    scale = 1000.0 / T
+    return scale * torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=torch.float64) ** 2
+
+
 def betas_from_alpha_bar(alpha_bar: Callable[[Tensor], Tensor], T: int, max_beta: float = 0.999) -> Tensor:
     """beta_t = min(1 - alpha_bar(t/T) / alpha_bar((t-1)/T), max_beta) for t = 1..T (Nichol & Dhariwal 2021, eq. 17)."""
     u = torch.arange(T + 1, dtype=torch.float64) / T
@@ -35,7 +42,7 @@ def linear_alpha_bar(u: Tensor) -> Tensor:
     return 1.0 - u
 
 
-SCHEDULES = ("linear", "cosine", "linear-alpha-bar")
+SCHEDULES = ("linear", "cosine", "linear-alpha-bar", "scaled-linear")
 
 
 def make_betas(schedule: str, T: int, *, beta_start: float = 1e-4, beta_end: float = 0.02,
@@ -47,6 +54,8 @@ def make_betas(schedule: str, T: int, *, beta_start: float = 1e-4, beta_end: flo
         return linear_betas(T, beta_start, beta_end)
     if schedule == "cosine":
         return betas_from_alpha_bar(lambda u: cosine_alpha_bar(u, cosine_s), T, max_beta)
+    if schedule == "scaled-linear":
+        return scaled_linear_betas(T, beta_start, beta_end)
     if schedule == "linear-alpha-bar":
         return betas_from_alpha_bar(linear_alpha_bar, T, max_beta)
     raise DifflabError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
