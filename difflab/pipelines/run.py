@@ -30,6 +30,9 @@ from difflab.training.checkpoint import load_weights, resolve_checkpoint, run_fo
 
 
 DIGIT_SETS = tuple(BUILTIN_IMAGES)   # the built-in image sets: digits, labelled 0-9, captioned from their labels
+# What asking a model without a data set of its own (a diffusers model) for its data is answered with.
+WITHOUT_DATA = ("this model comes without a data set (a diffusers model): give difflab restore, invert or edit "
+                "--images FILES, and difflab eval --reference DATA")
 CAPTION_SEED = 0                    # which phrasing each example's caption gets (text.digit_captions)
 
 
@@ -52,6 +55,8 @@ class LoadedModel:
 def load_run_data(cfg: RunConfig, split: str = "train") -> ArrayDataset:
     """The run's data set (one split), at the size and channels the run was trained on."""
     d = cfg.data
+    if not d.dataset:
+        raise DifflabError(WITHOUT_DATA)
     return load_dataset(d.dataset, split=split, image_size=d.image_size, channels=d.channels)
 
 
@@ -254,7 +259,11 @@ TASK_MISMATCH = {
 
 def load_model(path: Path | str, ema: bool = True, device: str = "auto", task: str = "diffusion") -> LoadedModel:
     """A run folder (its latest checkpoint) or a step folder -> network with (EMA) weights, in eval mode.
-    ``task``: what the run must be (a diffusion model, or a classifier for guidance)."""
+    ``task``: what the run must be (a diffusion model, or a classifier for guidance). A diffusers pipeline or model
+    folder is read as a run too (pipelines.diffusers_run)."""
+    from difflab.pipelines.diffusers_run import is_diffusers_folder, load_diffusers_model
+    if is_diffusers_folder(path):
+        return load_diffusers_model(path, device, task)
     ckpt = resolve_checkpoint(path)
     run_dir = run_folder(ckpt)
     cfg = RunConfig.load(run_dir)
