@@ -29,7 +29,10 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
            "for digits and mnist5k", "builtin", choices=FEATURE_KINDS, metavar="KIND")
     optional(p, "--inception-weights", "pt_inception-2015-12-05-6726825d.pth or .safetensors for --features inception",
              "~/.cache/torch/hub/checkpoints/pt_inception-2015-12-05-6726825d.pth", metavar="FILE")
-    option(p, "--split", "reference split of the run's data set (train, test, all)", "train",
+    optional(p, "--reference", "the data set to compare with (and to take --bpd's held-out images from): a built-in "
+             "name, an image folder or an .npz file, read at the model's image size and channels; needed for a "
+             "diffusers model, which comes without one", "the run's own data set", metavar="DATA")
+    option(p, "--split", "reference split of the data set (train, test, all)", "train",
            choices=("train", "test", "all"))
     option(p, "--fid-resamples", "bootstrap resamples for the FID interval", m.fid_resamples, type=positive_int)
     option(p, "--kid-subsets", "KID subsets", m.kid_subsets, type=positive_int)
@@ -60,11 +63,11 @@ def bpd_estimates(value: str | None, process: GaussianProcess) -> tuple[str, ...
 
 
 def run(a: argparse.Namespace) -> None:
-    from difflab.pipelines.evaluate import eval_path, evaluate, heldout_bpd, run_extractor
+    from difflab.pipelines.evaluate import eval_path, evaluate, heldout_bpd, run_extractor, with_reference
     from difflab.viz import plot_tradeoff
 
     job = resolve_sampling(a)
-    model, cfg = job.model, job.model.config
+    model, cfg = job.model, with_reference(job.model.config, a.reference)
     estimates = bpd_estimates(a.bpd, model.process)
     path = check_output_file(a.json if a.json else eval_path(model.run_dir, job.sampler, job.steps, a.raw, a.guidance),
                              "--json", (".json",))

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from difflab.config import RunConfig
 from difflab.errors import DifflabError
 from difflab.metrics import FeatureExtractor, MetricOptions, MetricsReport, build_extractor, compute_metrics
-from difflab.pipelines.run import data_conditions, load_run_data, run_codec
+from difflab.pipelines.run import WITHOUT_DATA, data_conditions, load_run_data, run_codec
 from difflab.pipelines.sample import make_denoiser, sample_run
 from difflab.process import GaussianProcess
 from difflab.rng import PerSampleNoise
@@ -86,6 +86,22 @@ def run_extractor(cfg: RunConfig, features: str, inception_weights: str | None =
     require_images(cfg, "image metrics")
     return build_extractor(features, cfg.data.dataset, inception_weights=inception_weights, device=device,
                            progress=True)
+
+
+def with_reference(cfg: RunConfig, reference: str | None) -> RunConfig:
+    """The run's config comparing with ``reference`` (a built-in name, image folder or .npz, read at the model's image
+    size and channels; --reference of difflab eval) instead of its own data set. None: the run's own data set, which
+    a model without one (a diffusers model) does not have: a one-line error asking for a reference."""
+    if reference is None:
+        if not cfg.data.dataset:
+            raise DifflabError(WITHOUT_DATA)
+        return cfg
+    require_images(cfg, "--reference images")
+    C, H, W = run_codec(cfg).data_spec.shape
+    if H != W:
+        raise DifflabError(f"--reference is read at the model's image size, and its images are {H} x {W}: difflab "
+                           "reads data sets at square sizes")
+    return replace(cfg, data=replace(cfg.data, dataset=reference, image_size=H, channels=C))
 
 
 def run_reference(cfg: RunConfig, split: str) -> str | Tensor:
