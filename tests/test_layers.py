@@ -39,6 +39,7 @@ ALLOWED: dict[str, set[str]] = {
                   "operators", "parameterization", "process", "restoration", "samplers", "text", "training", "viz"},
 }
 ALLOWED["cli"] = set(ALLOWED) - {"cli"}
+ALLOWED["__main__"] = {"cli"}          # python -m difflab (and torchrun -m difflab): the CLI
 PROCESS_NAMES = ("ddpm", "vp", "ve", "flow")
 NETWORK_KINDS = ("unet", "mlp")
 

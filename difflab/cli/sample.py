@@ -13,7 +13,7 @@ from difflab.cli.common import (finite_float, float_or_inf, nonneg_int, on_off, 
                                 scales)
 from difflab.errors import DifflabError
 from difflab.io import check_output_file
-from difflab.networks.acceleration import PRECISIONS
+from difflab.training.acceleration import PRECISIONS
 from difflab.process.base import VARIANCES
 from difflab.rng import SEED_STRIDE
 from difflab.samplers import SAMPLERS, SPACINGS, StepInfo, sampler_options, time_grid
@@ -165,7 +165,7 @@ def add_acceleration_flags(p: argparse.ArgumentParser) -> None:
 def accelerated_network(a: argparse.Namespace, network: torch.nn.Module) -> torch.nn.Module:
     """The module to call for the run's ``network`` as add_acceleration_flags asked (``network`` itself by
     default); it shares the network's weights."""
-    from difflab.networks.acceleration import accelerate, autocast_enabled
+    from difflab.training.acceleration import accelerate, autocast_enabled
 
     device = next(network.parameters()).device
     return accelerate(network, compile=a.compile, channels_last=a.channels_last,

@@ -21,11 +21,12 @@ from difflab.training import TrainerConfig
 from difflab.training.checkpoint import run_folder
 
 TRAINER_FLAGS = ("steps", "batch_size", "lr", "warmup", "weight_decay", "grad_clip", "ema_decay", "seed",
-                 "log_every", "checkpoint_every", "keep_checkpoints", "sample_every", "device", "precision", "compile",
-                 "channels_last", "loader", "workers")
-# options that may change when a run is resumed (the rest must match the run's config.json): how it runs, not what
-RESUMABLE = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "sample_every", "device", "compile",
-             "channels_last", "loader", "workers")
+                 "log_every", "checkpoint_every", "keep_checkpoints", "sample_every", "device", "precision")
+# options that may change when a run is resumed (the rest must match the run's config.json)
+RESUMABLE = ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "sample_every", "device")
+# how `difflab train` runs (not train-autoencoder, whose two players are called one by one and whose images stay
+# in memory): these may change on resume too, the results stay the same (up to float rounding for the first two)
+SPEED_FLAGS = ("compile", "channels_last", "loader", "workers")
 EVAL_FLAGS = {"eval_every": "every", "eval_n": "n", "eval_features": "features", "inception_weights": "inception_weights"}
 # what `difflab train --task` trains: a diffusion model of the data, or one of its images given their
 # low-resolution versions (SR3 super-resolution, by --scale)
@@ -220,7 +221,7 @@ def build_config(a: argparse.Namespace) -> RunConfig:
         objective=updated(base.objective, time_sampling=a.time_sampling,
                           **given("target", "weighting", "coupling", "min_snr_gamma", "cond_drop", "lognormal_mean",
                                   "lognormal_std", "learn_variance", "vlb_weight")),
-        trainer=updated(TrainerConfig(), **{k: getattr(a, k) for k in TRAINER_FLAGS}),
+        trainer=updated(TrainerConfig(), **{k: getattr(a, k) for k in (*TRAINER_FLAGS, *SPEED_FLAGS)}),
         preview=updated(PreviewConfig(), sampler=getattr(a, "preview_sampler", None),
                         steps=getattr(a, "preview_steps", None)),
         evaluation=eval_config(EvalConfig(), a),
@@ -249,11 +250,12 @@ def resumed_config(a: argparse.Namespace) -> RunConfig:
     if a.out is not None:
         raise DifflabError(f"--out cannot go with --resume: the run stays in {a.resume}; drop --out (to start a "
                            "new run elsewhere, leave out --resume)")
-    given = [k for k, v in vars(a).items() if v is not None and k not in RESUMABLE and k not in EVAL_FLAGS
+    changeable = (*RESUMABLE, *SPEED_FLAGS, *EVAL_FLAGS)
+    given = [k for k, v in vars(a).items() if v is not None and k not in changeable
              and k not in ("resume", "out", "quiet", "func", "command", "task")]
     if given:
         flags = ", ".join(FLAGS.get(k, "--" + k.replace("_", "-")) for k in given)
-        can = ", ".join("--" + k.replace("_", "-") for k in (*RESUMABLE, *EVAL_FLAGS))
+        can = ", ".join("--" + k.replace("_", "-") for k in changeable)
         raise DifflabError(f"{flags} cannot change when resuming (the run's config.json holds them); only {can} can")
     run = run_folder(a.resume)
     if not (run / CONFIG).is_file():
@@ -263,7 +265,7 @@ def resumed_config(a: argparse.Namespace) -> RunConfig:
     if cfg.task != a.task:
         other = "difflab train-classifier" if cfg.task == "classifier" else "difflab train"
         raise DifflabError(f"{run} is a {cfg.task} run: continue it with `{other} --resume {run}`")
-    return updated(cfg, trainer=updated(cfg.trainer, **{k: getattr(a, k) for k in RESUMABLE}),
+    return updated(cfg, trainer=updated(cfg.trainer, **{k: getattr(a, k) for k in (*RESUMABLE, *SPEED_FLAGS)}),
                    evaluation=eval_config(cfg.evaluation, a))
 
 

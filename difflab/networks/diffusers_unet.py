@@ -2,8 +2,8 @@
 
 diffusers' DDPM timestep k (0-based) noises with alphas_cumprod[k] = prod_{j <= k} (1 - beta_j), which is difflab's
 alpha_bar_{k+1}: timestep k is difflab's step i = k + 1, at time t = (k + 1) / T. The adapter inverts the log-SNR
-difflab passes on the schedule's path (DDPMProcess.time_at_log_snr, exact on the grid, log alpha_bar interpolated
-between) and hands the UNet the continuous timestep
+difflab passes on the schedule's path (given: DDPMProcess.time_at_log_snr, exact on the grid, log alpha_bar
+interpolated between) and hands the UNet the continuous timestep
 
     k = T t - 1
 
@@ -21,6 +21,7 @@ built (pipelines.diffusers_run).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -29,7 +30,6 @@ from difflab.condition import NULL_LABEL, Condition, check_condition
 from difflab.errors import DifflabError
 from difflab.networks.base import Network
 from difflab.networks.embeddings import LOG_SNR
-from difflab.process import DDPMProcess
 
 SNAP_STEPS = 1e-3      # timesteps this close to an integer are that integer (float32 log-SNR: ~3e-5 steps off)
 NO_NULL_CLASS = ("this diffusers UNet2DModel reads a class label (num_class_embeds) and has no null class: "
@@ -48,15 +48,17 @@ class DiffusersUNetConfig:
 
 
 class DiffusersUNet(Network):
-    """``unet`` (a diffusers UNet2DModel) whose timesteps index ``schedule``'s steps (k = i - 1)."""
+    """``unet`` (a diffusers UNet2DModel) read at the timesteps ``timestep_at`` gives for float64 log-SNRs: the
+    continuous k = T t(lambda) - 1 of its schedule's path (pipelines.diffusers_run builds it from the DDPM
+    process; a network itself knows no process)."""
 
-    def __init__(self, unet: nn.Module, schedule: DDPMProcess, config: DiffusersUNetConfig) -> None:
+    def __init__(self, unet: nn.Module, timestep_at: Callable[[Tensor], Tensor], config: DiffusersUNetConfig) -> None:
         super().__init__()
-        self.unet, self.schedule, self.config = unet, schedule, config
+        self.unet, self.timestep_at, self.config = unet, timestep_at, config
 
     def timesteps(self, noise: Tensor) -> Tensor:
         """(B,) log-SNRs -> (B,) float32 diffusers timesteps k = T t(lambda) - 1 (see the module docstring)."""
-        k = self.schedule.time_at_log_snr(noise.double()) * self.schedule.T - 1
+        k = self.timestep_at(noise.double())
         near = k.round()
         return torch.where((k - near).abs() < SNAP_STEPS, near, k).float()
 

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 from safetensors import SafetensorError, safe_open
 
 from difflab.config import DataConfig, RunConfig
@@ -35,7 +37,7 @@ from difflab.errors import DifflabError, one_line
 from difflab.io import read_json
 from difflab.networks.diffusers_unet import DiffusersUNet, DiffusersUNetConfig
 from difflab.objectives import DiffusionObjective
-from difflab.pipelines.run import TASK_MISMATCH, LoadedModel, run_codec
+from difflab.pipelines.model import TASK_MISMATCH, LoadedModel, run_codec
 from difflab.process import DDPMProcess
 from difflab.training import resolve_device
 
@@ -81,12 +83,18 @@ def load_diffusers_model(path: Path | str, device: str = "auto", task: str = "di
     spec, num_classes, out_channels = check_unet_config(unet_config, unet_dir / MODEL_CONFIG, learned)
     cfg = run_config(spec, process, target, learned, num_classes, unet_dir)
     net_config = DiffusersUNetConfig(spec.shape[0], out_channels, num_classes)
-    network = DiffusersUNet(load_unet(unet_dir), process, net_config)
+    network = DiffusersUNet(load_unet(unet_dir), partial(diffusers_timestep, process), net_config)
     return LoadedModel(cfg, network.to(resolve_device(device)).eval(), process, run_codec(cfg), unet_dir / WEIGHTS,
                        0, path)
 
 
 # --- the folder --------------------------------------------------------------------------------------------------
+
+def diffusers_timestep(process: DDPMProcess, log_snr: Tensor) -> Tensor:
+    """diffusers' continuous timestep k = T t(lambda) - 1 of log-SNRs (B,) on ``process``'s path (its step
+    i = k + 1; networks.diffusers_unet)."""
+    return process.time_at_log_snr(log_snr) * process.T - 1
+
 def locate_parts(path: Path) -> tuple[Path, Path]:
     """(the UNet's folder, its scheduler_config.json) of a pipeline or model folder."""
     if (path / MODEL_INDEX).is_file():

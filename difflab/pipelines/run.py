@@ -10,23 +10,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from difflab.codecs import Codec, build_codec, codec_data_spec
 from difflab.condition import Condition
 from difflab.config import RunConfig, check_sr_scale
 from difflab.data import ArrayDataset, load_dataset
 from difflab.data.builtin import DIGIT_CLASS_NAMES
 from difflab.data.registry import BUILTIN_IMAGES
-from difflab.dataspec import DataSpec
 from difflab.errors import DifflabError
 from difflab.io import read_json
 from difflab.networks import build_network
-from difflab.process import GaussianProcess, build_process
+from difflab.process import build_process
 from difflab.operators import AveragePool, upsample
 from difflab.text import TextEncoder, digit_captions, read_metadata_captions
 from difflab.training import resolve_device
 from difflab.training.checkpoint import load_weights, resolve_checkpoint, run_folder
+from difflab.pipelines.model import TASK_MISMATCH, LoadedModel, run_codec
 
 
 DIGIT_SETS = tuple(BUILTIN_IMAGES)   # the built-in image sets: digits, labelled 0-9, captioned from their labels
@@ -36,40 +35,12 @@ WITHOUT_DATA = ("this model comes without a data set (a diffusers model): give d
 CAPTION_SEED = 0                    # which phrasing each example's caption gets (text.digit_captions)
 
 
-@dataclass
-class LoadedModel:
-    config: RunConfig
-    network: nn.Module
-    process: GaussianProcess
-    codec: Codec
-    checkpoint: Path
-    step: int
-    run_dir: Path
-
-    @property
-    def spec(self) -> DataSpec:
-        """What the diffusion models (the codec's model space)."""
-        return self.codec.model_spec
-
-
 def load_run_data(cfg: RunConfig, split: str = "train") -> ArrayDataset:
     """The run's data set (one split), at the size and channels the run was trained on."""
     d = cfg.data
     if not d.dataset:
         raise DifflabError(WITHOUT_DATA)
     return load_dataset(d.dataset, split=split, image_size=d.image_size, channels=d.channels)
-
-
-def run_codec(cfg: RunConfig, run_dir: Path | str | None = None) -> Codec:
-    """The codec of a resolved run config; ``run_dir``: the run folder, where a latent run keeps its autoencoder's
-    weights (without it a latent run's codec knows its spaces but cannot encode or decode)."""
-    if cfg.spec is None:
-        raise DifflabError("the run's config.json has no data description (spec); was it written by hand?")
-    codec = build_codec(cfg.codec, codec_data_spec(cfg.codec, cfg.spec), run_dir)
-    if codec.model_spec != cfg.spec:
-        raise DifflabError(f"config.json's spec {cfg.spec.kind} {cfg.spec.shape} is not what its codec makes "
-                           f"({codec.model_spec.kind} {codec.model_spec.shape}); restore the file")
-    return codec
 
 
 def num_classes(cfg: RunConfig) -> int | None:
@@ -249,13 +220,6 @@ def default_condition(cfg: RunConfig, n: int, encoder: TextEncoder | None = None
 # What sampling a super-resolution run from nothing but noise is answered with.
 NEEDS_RESTORE = ("{run} is a super-resolution run (difflab train --task sr): it restores low-resolution images rather "
                  "than drawing new ones; use `difflab restore --checkpoint {run} --images held-out`")
-
-TASK_MISMATCH = {
-    "diffusion": "{run} is a noise-aware classifier (difflab train-classifier), not a generative model: sample a "
-                 "diffusion run and name this one with --classifier",
-    "classifier": "{run} is a diffusion model, not a classifier: --classifier takes a run of difflab train-classifier",
-}
-
 
 def load_model(path: Path | str, ema: bool = True, device: str = "auto", task: str = "diffusion") -> LoadedModel:
     """A run folder (its latest checkpoint) or a step folder -> network with (EMA) weights, in eval mode.

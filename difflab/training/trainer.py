@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from difflab.errors import DifflabError
 from difflab.io import atomic_write_text, read_json
+from difflab.training.acceleration import PRECISIONS, accelerate, autocast_enabled
 from difflab.rng import BatchDraws, derived_seed
 from difflab.training import checkpoint as ckpt
 from difflab.training.batches import BatchSource, RankRows, as_source
@@ -112,8 +113,8 @@ class TrainerConfig:
         if self.workers < 0:
             raise DifflabError(f"--workers is out of range: it must be >= 0 (0 = read in the training process), "
                                f"got {self.workers}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise DifflabError(f"--precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise DifflabError(f"--precision must be {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass(frozen=True)
@@ -192,11 +193,12 @@ class Trainer:
         self.adversary = adversary
         self.config, self.run_dir = config, Path(run_dir)
         self.device = resolve_device(dist.device(config.device))
-        self.autocast = self.device.type == "cuda" and config.precision in ("auto", "bf16")
-        if config.precision == "bf16" and self.device.type != "cuda":
-            raise DifflabError("--precision bf16 needs a CUDA device; use --precision fp32 on the CPU")
+        self.autocast = autocast_enabled(config.precision, self.device)
         self.model = model.to(self.device)
-        self.forward_model = dist.wrap(self.model, self.device)     # what the loss calls (DDP with several ranks)
+        # What the loss calls: the network compiled and/or channels-last (the same parameters; the plain module
+        # is what is saved and averaged), inside DistributedDataParallel with several ranks.
+        self.forward_model = dist.wrap(accelerate(self.model, compile=config.compile,
+                                                  channels_last=config.channels_last), self.device)
         self.loss_fn, self.hooks = loss_fn, tuple(hooks)
         self.source = as_source(data.to(self.device) if isinstance(data, Tensor) else data)
         self.conditions = conditions.to(self.device) if conditions is not None else None

@@ -45,10 +45,17 @@ def test_channels_last_samples_the_same_image(capsys, run10, tmp_path):
     assert np.abs(other - ref).max() > 1                      # the comparison can tell two samplings apart
 
 
-@pytest.mark.slow          # compiles the tiny U-Net twice (batches of 4 and 2): ~1-2 min cold, ~15 s from the cache
-def test_compile_samples_the_same_image(capsys, run10, tmp_path):
+def test_compile_reaches_torch_compile(capsys, run10, tmp_path, monkeypatch):
+    """--compile hands the network to torch.compile (a spy here: a real compile takes a minute on this CPU;
+    tests/training/test_acceleration.py checks that a compiled U-Net computes what the eager one does)."""
+    import torch
+
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: compiled.append((type(module).__name__, kw)) or module)
     ref = sample_png(capsys, run10, tmp_path / "plain.png")
+    assert compiled == []
     assert_same_image(sample_png(capsys, run10, tmp_path / "compiled.png", "--compile", "--channels-last"), ref)
+    assert compiled == [("UNet", {"dynamic": False})]
 
 
 @pytest.mark.parametrize("flags,needles", [
