@@ -30,7 +30,7 @@ from difflab.dataspec import DataSpec
 from difflab.errors import DifflabError
 from difflab.denoisers import NetworkDenoiser
 from difflab.networks import PRESETS, BACKBONES, build_network, network_config
-from difflab.networks.acceleration import accelerate
+from difflab.training.acceleration import accelerate
 from difflab.objectives import DiffusionObjective, diffusion_loss
 from difflab.pipelines.sample import generate
 from difflab.process import build_process
