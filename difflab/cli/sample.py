@@ -97,7 +97,8 @@ SPACING_HELP = ("time grid: uniform in t, quadratic (dense near the data), karra
 
 def add_sampling_flags(p: argparse.ArgumentParser, default_n: int) -> None:
     """The options that say how to draw samples from a run: shared by `difflab sample` and `difflab eval`."""
-    p.add_argument("--checkpoint", required=True, metavar="DIR", help="run folder (uses its latest checkpoint) or a step folder")
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="run folder (uses its latest checkpoint), a step folder, or a diffusers "
+                   "UNet2DModel pipeline or model folder (pip install \"difflab[diffusers]\")")
     option(p, "--sampler", f"sampler ({', '.join(SAMPLERS)})", "ddim", choices=tuple(SAMPLERS), metavar="NAME")
     option(p, "--n", "number of samples", default_n, type=positive_int)
     add_grid_flags(p, default_steps=50)
@@ -195,6 +196,9 @@ def resolve_sampling(a: argparse.Namespace) -> Sampling:
 
     options = chosen_options(a, a.sampler)
     model = load_model(a.checkpoint, ema=not a.raw, device=a.device)
+    if a.raw and model.source != "difflab":
+        raise DifflabError(f"--raw picks a difflab run's raw weights over its EMA ones; {a.checkpoint} is a "
+                           f"{model.source} checkpoint with one set of weights: drop --raw")
     if model.config.data.sr_scale is not None:          # it restores images rather than drawing them from noise
         raise DifflabError(NEEDS_RESTORE.format(run=model.run_dir))
     device = next(model.network.parameters()).device
@@ -250,6 +254,13 @@ class TrajectoryRecorder:
             self.columns.append((info.t, info.x[:TRAJECTORY_SAMPLES].cpu(), info.x0[:TRAJECTORY_SAMPLES].cpu()))
 
 
+
+def weights_read(model, raw: bool) -> str:
+    """Which weights a sampling read, for its summary line."""
+    if model.source != "difflab":
+        return f"{model.source} weights"
+    return f"step {model.step}, {'raw' if raw else 'EMA'} weights"
+
 def run(a: argparse.Namespace) -> None:
     from difflab.pipelines.sample import picture_suffixes, sample_run, save_samples
     from difflab.viz import PLOT_SUFFIXES, plot_image_rows, plot_points
@@ -283,7 +294,7 @@ def run(a: argparse.Namespace) -> None:
         f"guidance {','.join(f'{g.scale:g}' for g in job.guidance)}" if a.guidance is not None else "",
         f"classifier scale {job.guidance[0].classifier_scale:g}" if a.classifier else ""]))
     print(f"{len(x)} samples with {sampler} ({outs[0].nfe} NFE){' ' + steered if steered else ''} in {seconds:.2f} s "
-          f"from {model.checkpoint} (step {model.step}, {'raw' if a.raw else 'EMA'} weights) -> {path}"
+          f"from {model.checkpoint} ({weights_read(model, a.raw)}) -> {path}"
           + (f" (a row per scale: {', '.join(f'{g.scale:g}' for g in job.guidance)})" if len(outs) > 1 else ""))
     if a.trajectory:
         out = outs[0]

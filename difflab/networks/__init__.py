@@ -8,6 +8,7 @@
     classifier.py   the U-Net's encoder as a noise-aware classifier p(y | x_t) (classifier guidance)
     autoencoder.py  KL and VQ autoencoders (latent diffusion's first stage; not yet wired into a codec)
     discriminator.py  the patch discriminator (PatchGAN) of autoencoder training
+    diffusers_unet.py a diffusers UNet2DModel read as a network (its timesteps from the log-SNR)
     registry.py     backbones and presets by name; build_network(config)
 """
 

@@ -85,7 +85,7 @@ def load_diffusers_model(path: Path | str, device: str = "auto", task: str = "di
     net_config = DiffusersUNetConfig(spec.shape[0], out_channels, num_classes)
     network = DiffusersUNet(load_unet(unet_dir), partial(diffusers_timestep, process), net_config)
     return LoadedModel(cfg, network.to(resolve_device(device)).eval(), process, run_codec(cfg), unet_dir / WEIGHTS,
-                       0, path)
+                       0, path, source="diffusers")
 
 
 # --- the folder --------------------------------------------------------------------------------------------------

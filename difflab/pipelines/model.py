@@ -24,6 +24,7 @@ class LoadedModel:
     checkpoint: Path
     step: int
     run_dir: Path
+    source: str = "difflab"         # what wrote it: "difflab" (a run: raw and EMA weights) or "diffusers" (one set)
 
     @property
     def spec(self) -> DataSpec:

@@ -368,6 +368,9 @@ def test_the_user_command_samples_a_model_folder(capsys, pipelines, tmp_path):
                         "dpmpp-2m", "--steps", "5", "--n", "4", "--out", str(out), "--trajectory", "--quiet")
     assert rc == 0, err
     assert "(5 NFE)" in text and out.is_file() and (tmp_path / "hub_trajectory.png").is_file()
+    assert "diffusers weights" in text and "EMA" not in text
+    rc, _, err = cli(capsys, "sample", "--checkpoint", str(pipelines["v_prediction"]), "--raw", "--quiet")
+    assert_one_line_error(rc, err, "--raw", "drop --raw")
 
 
 class PixelFeatures(nn.Module):
