@@ -88,12 +88,13 @@ def load_diffusers_model(path: Path | str, device: str = "auto", task: str = "di
                        0, path, source="diffusers")
 
 
-# --- the folder --------------------------------------------------------------------------------------------------
-
 def diffusers_timestep(process: DDPMProcess, log_snr: Tensor) -> Tensor:
     """diffusers' continuous timestep k = T t(lambda) - 1 of log-SNRs (B,) on ``process``'s path (its step
     i = k + 1; networks.diffusers_unet)."""
     return process.time_at_log_snr(log_snr) * process.T - 1
+
+
+# --- the folder --------------------------------------------------------------------------------------------------
 
 def locate_parts(path: Path) -> tuple[Path, Path]:
     """(the UNet's folder, its scheduler_config.json) of a pipeline or model folder."""

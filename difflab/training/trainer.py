@@ -27,9 +27,9 @@ from tqdm.auto import tqdm
 
 from difflab.errors import DifflabError
 from difflab.io import atomic_write_text, read_json
-from difflab.training.acceleration import PRECISIONS, accelerate, autocast_enabled
 from difflab.rng import BatchDraws, derived_seed
 from difflab.training import checkpoint as ckpt
+from difflab.training.acceleration import PRECISIONS, accelerate, autocast_enabled
 from difflab.training.batches import BatchSource, RankRows, as_source
 from difflab.training.data_order import DataOrder
 from difflab.training.distributed import Distributed
@@ -185,8 +185,8 @@ class Trainer:
             adversary.validate()
         self.dist = dist = dist or Distributed()
         if dist.active and adversary is not None:
-            raise DifflabError("adversarial training (train-autoencoder with a discriminator) runs in one process; "
-                               "start it without torchrun, or with --no-disc")
+            raise DifflabError("adversarial training (two optimizers over different parameters) runs in one process; "
+                               "start it without torchrun")
         if config.batch_size % dist.world:
             raise DifflabError(f"--batch-size {config.batch_size} (the global batch) must split evenly over the "
                                f"{dist.world} processes; use a multiple of {dist.world}")
