@@ -103,11 +103,12 @@ def test_bf16_precision_needs_cuda():
         autocast_enabled("fp16", cpu)
 
 
-def test_compile_without_a_cpp_compiler_is_one_line(monkeypatch):
+def test_compile_without_a_cpp_compiler_is_one_line():
     import torch._inductor.config as inductor_config
 
-    monkeypatch.setattr(inductor_config.cpp, "cxx", ("difflab-no-such-compiler",))
-    with pytest.raises(DifflabError, match="needs a C\\+\\+ compiler") as e:
+    # the config's own patch(), which restores it whole (monkeypatch's setattr/undo left cpp.cxx hidden)
+    with inductor_config.patch({"cpp.cxx": ("difflab-no-such-compiler",)}), \
+            pytest.raises(DifflabError, match="needs a C\\+\\+ compiler") as e:
         accelerate(unet(), compile=True)
     assert "\n" not in str(e.value)
 
