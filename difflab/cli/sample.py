@@ -152,7 +152,7 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
 
 def add_acceleration_flags(p: argparse.ArgumentParser) -> None:
     """How the network runs while sampling (the same samples up to rounding): its precision, torch.compile,
-    channels-last weights (networks.acceleration)."""
+    channels-last weights (training.acceleration)."""
     option(p, "--precision", "the network's precision: fp32, bf16 (bf16 autocast of the network alone, CUDA only; "
            "the sampling loop stays float64) or auto (bf16 on CUDA, fp32 on the CPU)", "fp32", choices=PRECISIONS)
     p.add_argument("--compile", action="store_true",
@@ -160,7 +160,7 @@ def add_acceleration_flags(p: argparse.ArgumentParser) -> None:
                         "smaller batch too) waits for the compilation, tens of seconds; pays off for many samples")
     p.add_argument("--channels-last", action="store_true",
                    help="store the U-Net's convolution weights channels-last (N, H, W, C), so its convolutions run in "
-                        "that layout (faster on most GPUs and CPUs); image networks only")
+                        "that layout; image networks only")
 
 
 def accelerated_network(a: argparse.Namespace, network: torch.nn.Module) -> torch.nn.Module:

@@ -132,9 +132,9 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
     optional(p, "--precision", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16", t.precision,
              choices=("auto", "fp32", "bf16"))
     p.add_argument("--compile", action="store_true", default=None,
-                   help="torch.compile the network (faster steps on GPUs after a compile of a minute or so)")
+                   help="torch.compile the network (the first step waits for the compile: tens of seconds)")
     p.add_argument("--channels-last", action="store_true", default=None,
-                   help="the network's convolutions in channels-last memory layout (faster on recent GPUs)")
+                   help="the network's convolutions in channels-last memory layout (image networks)")
     optional(p, "--loader", "memory (the data set held in memory), memmap (decoded once into a uint8 disk cache "
              "under $DIFFLAB_CACHE/images and read by --workers processes: for data larger than memory; image "
              "folders and .npz files) or auto (memmap when the data would take more than 2 GiB)", t.loader,
