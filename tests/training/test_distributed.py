@@ -85,7 +85,7 @@ def test_two_processes_with_half_batches_take_the_steps_of_one_process(runs):
         assert keys and all(k in two for k in keys)
         scale = max(one[k].abs().max().item() for k in keys)
         diff = max((one[k] - two[k]).abs().max().item() for k in keys)
-        assert diff < 1e-5 * scale, (name, diff, scale)      # measured 2e-7 of the largest weight after 12 steps
+        assert diff < 1e-5 * scale, (name, diff, scale)      # measured 8.6e-8 of the largest weight after 12 steps
     # the same examples and draws: each step's loss and its 10 noise-level buckets agree
     log1, log2 = read_log(runs["one"] / "log.jsonl"), read_log(runs["two"] / "log.jsonl")
     assert [r["step"] for r in log1] == [r["step"] for r in log2] == list(range(1, STEPS + 1))
