@@ -15,6 +15,7 @@ from difflab.data import DATASET_NAMES
 from difflab.errors import DifflabError, Interrupted
 from difflab.io import check_output_file
 from difflab.networks.autoencoder import DOWNSAMPLE_FACTORS, KINDS, AutoencoderConfig
+from difflab.training.acceleration import PRECISIONS
 from difflab.training.checkpoint import run_folder
 from difflab.viz import GRID_SUFFIXES
 
@@ -107,7 +108,7 @@ def configure_train(p: argparse.ArgumentParser) -> None:
              type=positive_int)
     optional(p, "--device", "auto, cpu, cuda or cuda:N", t.device)
     optional(p, "--precision", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16", t.precision,
-             choices=("auto", "fp32", "bf16"))
+             choices=PRECISIONS)
     optional(p, "--out", "run folder to create", "runs/<dataset>-ae-<kind>")
     optional(p, "--resume", "continue the run in this folder from its last checkpoint", metavar="DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -13,7 +13,6 @@ from difflab.cli.common import (finite_float, float_or_inf, nonneg_int, on_off, 
                                 scales)
 from difflab.errors import DifflabError
 from difflab.io import check_output_file
-from difflab.training.acceleration import PRECISIONS
 from difflab.process.base import VARIANCES
 from difflab.rng import SEED_STRIDE
 from difflab.samplers import SAMPLERS, SPACINGS, StepInfo, sampler_options, time_grid
@@ -21,6 +20,7 @@ from difflab.samplers.dpm_solver import SOLVER_TYPES
 from difflab.samplers.pc import CORRECTOR_RULES, PREDICTORS
 from difflab.samplers.sde import DIFFUSIONS
 from difflab.samplers.unipc import ORDERS, VARIANTS
+from difflab.training.acceleration import PRECISIONS
 
 TRAJECTORY_COLUMNS = 8
 TRAJECTORY_SAMPLES = 4
@@ -254,12 +254,12 @@ class TrajectoryRecorder:
             self.columns.append((info.t, info.x[:TRAJECTORY_SAMPLES].cpu(), info.x0[:TRAJECTORY_SAMPLES].cpu()))
 
 
-
-def weights_read(model, raw: bool) -> str:
-    """Which weights a sampling read, for its summary line."""
+def weights_read(model: Any, raw: bool) -> str:
+    """Which weights a sampling of ``model`` (a pipelines.model.LoadedModel) read, for its summary line."""
     if model.source != "difflab":
         return f"{model.source} weights"
     return f"step {model.step}, {'raw' if raw else 'EMA'} weights"
+
 
 def run(a: argparse.Namespace) -> None:
     from difflab.pipelines.sample import picture_suffixes, sample_run, save_samples

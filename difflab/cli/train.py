@@ -10,6 +10,7 @@ from typing import Any, Callable
 from difflab.cli.common import finite_float, nonneg_int, optional, positive_int
 from difflab.config import CONFIG, DEFAULT_COND_DROP, DataConfig, EvalConfig, PreviewConfig, RunConfig, updated
 from difflab.data import DATASET_NAMES
+from difflab.data.image_cache import LOADERS
 from difflab.errors import DifflabError, Interrupted
 from difflab.networks import AUTO, DEFAULT_PRESETS_BY_ROLE, PRESETS_BY_ROLE
 from difflab.objectives import COUPLINGS, TIME_SAMPLINGS, WEIGHTINGS
@@ -18,6 +19,7 @@ from difflab.process import PROCESSES, process_class, process_options
 from difflab.samplers import SAMPLERS
 from difflab.text import DEFAULT_TEXT_ENCODER
 from difflab.training import TrainerConfig
+from difflab.training.acceleration import PRECISIONS
 from difflab.training.checkpoint import run_folder
 
 TRAINER_FLAGS = ("steps", "batch_size", "lr", "warmup", "weight_decay", "grad_clip", "ema_decay", "seed",
@@ -130,7 +132,7 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
         optional(p, "--inception-weights", "FID Inception-v3 weights for --eval-features inception", metavar="FILE")
     optional(p, "--device", "auto, cpu, cuda or cuda:N", t.device)
     optional(p, "--precision", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16", t.precision,
-             choices=("auto", "fp32", "bf16"))
+             choices=PRECISIONS)
     p.add_argument("--compile", action="store_true", default=None,
                    help="torch.compile the network (the first step waits for the compile: tens of seconds)")
     p.add_argument("--channels-last", action="store_true", default=None,
@@ -138,7 +140,7 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
     optional(p, "--loader", "memory (the data set held in memory), memmap (decoded once into a uint8 disk cache "
              "under $DIFFLAB_CACHE/images and read by --workers processes: for data larger than memory; image "
              "folders and .npz files) or auto (memmap when the data would take more than 2 GiB)", t.loader,
-             choices=("memory", "memmap", "auto"))
+             choices=LOADERS)
     optional(p, "--workers", "DataLoader worker processes reading the disk cache (0: the training process)",
              t.workers, type=nonneg_int)
     optional(p, "--out", "run folder to create", "runs/<dataset>" + ("-classifier" if classifier else ""))

@@ -36,8 +36,8 @@ from difflab.rng import PerSampleNoise
 from difflab.training import Adversary, Hook, Losses, Trainer, TrainResult, read_log, resolve_device
 from difflab.training.checkpoint import CHECKPOINTS, clean_checkpoints, latest_checkpoint, load_weights, \
     resolve_checkpoint, run_folder
-from difflab.training.trainer import LOG, truncate_log
 from difflab.training.distributed import launched_processes
+from difflab.training.trainer import LOG, truncate_log
 from difflab.viz import plot_loss_curve, save_grid
 
 RECONSTRUCTIONS = "reconstructions"

@@ -22,10 +22,10 @@ from difflab.io import read_json
 from difflab.networks import build_network
 from difflab.process import build_process
 from difflab.operators import AveragePool, upsample
+from difflab.pipelines.model import TASK_MISMATCH, LoadedModel, run_codec
 from difflab.text import TextEncoder, digit_captions, read_metadata_captions
 from difflab.training import resolve_device
 from difflab.training.checkpoint import load_weights, resolve_checkpoint, run_folder
-from difflab.pipelines.model import TASK_MISMATCH, LoadedModel, run_codec
 
 
 DIGIT_SETS = tuple(BUILTIN_IMAGES)   # the built-in image sets: digits, labelled 0-9, captioned from their labels

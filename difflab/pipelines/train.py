@@ -27,8 +27,8 @@ from difflab.pipelines.classifier import ACCURACY, write_classifier_accuracy
 from difflab.pipelines.sample import sample_run, save_samples
 from difflab.process import GaussianProcess, build_process
 from difflab.training import Hook, Trainer, TrainResult, read_log, resolve_device
-from difflab.training.distributed import Distributed, from_environment
 from difflab.training.checkpoint import CHECKPOINTS, clean_checkpoints, latest_checkpoint
+from difflab.training.distributed import Distributed, from_environment
 from difflab.training.trainer import LOG, truncate_log
 from difflab.viz import plot_loss_curve
 

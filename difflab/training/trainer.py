@@ -284,19 +284,19 @@ class Trainer:
         lr = self.config.lr if adv.lr is None else adv.lr
         return lr * min(1.0, (step - adv.start + 1) / adv.warmup) if adv.warmup else lr
 
-    def next_batch(self) -> tuple[Tensor, Tensor]:
-        """This rank's rows of the batch of the current step, (b,) indices and (b, ...) examples on the device,
-        from the source's stream (started afresh where the step is not the one it stands at)."""
+    def next_batch(self) -> Tensor:
+        """This rank's rows of the batch of the current step, (b, ...) examples on the device, from the source's
+        stream (started afresh where the step is not the one it stands at)."""
         if self._stream is None or self._stream_step != self.step:
             self._stream = self.source.stream(range(self.step, self.config.steps), self.rows)
             self._stream_step = self.step
         x = next(self._stream).to(self.device, non_blocking=True)
         self._stream_step += 1
-        return self.rows(self.step), x
+        return x
 
     def train_step(self) -> StepResult:
-        idx, x = self.next_batch()
-        cond = self.conditions[idx.to(self.device)] if self.conditions is not None else None
+        x = self.next_batch()
+        cond = None if self.conditions is None else self.conditions[self.rows(self.step).to(self.device)]
         adversarial = self.adversary is not None and self.step >= self.adversary.start
         self.model.train()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
