@@ -7,8 +7,9 @@ torch.compile and channels-last, each as a ratio to the fp32 eager baseline of t
 For each preset, on data of its default shape (DEFAULT_SHAPES; --channels and --image-size override the image
 presets'; the values are noise: the time does not depend on them), the default objective on DDPM (eps, uniform
 weighting, discrete times):
-  train   images/s of the training step difflab's trainer takes: diffusion_loss, backward, gradient clipping at
-          1, AdamW step; --batch images a step, after --warmup-steps untimed steps (which also compile)
+  train   images/s of difflab's training step (Trainer.train_step at the trainer's defaults: diffusion_loss,
+          backward, gradient clipping, AdamW, the EMA update); --batch images a step, after --warmup-steps
+          untimed steps (which also compile)
   sample  images/s of DDIM with --sample-steps steps drawing --sample-n images in one batch through generate()
           (per-sample noise, the float64 loop), after an untimed run of the same batch (which also compiles)
 A mode joins options with "+": fp32 (the baseline), bf16 (autocast, CUDA only), compile, channels-last (image
@@ -20,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -34,7 +37,7 @@ from difflab.training.acceleration import accelerate
 from difflab.objectives import DiffusionObjective, diffusion_loss
 from difflab.pipelines.sample import generate
 from difflab.process import build_process
-from difflab.training import resolve_device
+from difflab.training import Trainer, TrainerConfig, resolve_device
 
 # Each preset's data: what its registry comment sizes it for (digits 8x8 for tiny, MNIST 28x28 for small, CIFAR-10
 # 32x32 for the two larger U-Nets, 2-D points for the MLPs).
@@ -42,8 +45,6 @@ DEFAULT_SHAPES: dict[str, tuple[int, ...]] = {"tiny": (1, 8, 8), "small": (1, 28
                                               "ddpm-cifar10": (3, 32, 32), "mlp-small": (2,), "mlp": (2,)}
 OPTIONS = ("fp32", "bf16", "compile", "channels-last")
 BASELINE = "fp32"
-GRAD_CLIP = 1.0                 # the trainer's default --grad-clip
-LR = 2e-4                       # the trainer's default --lr
 SIZES = dict(batch=128, warmup_steps=3, train_steps=20, sample_n=256, sample_steps=20)
 QUICK = dict(presets="tiny,mlp-small", modes="fp32,channels-last", batch=64, warmup_steps=2, train_steps=5,
              sample_n=64, sample_steps=10)
@@ -95,29 +96,24 @@ def clock(device: torch.device) -> float:
 
 def train_images_per_s(network: torch.nn.Module, mode: Mode, spec: DataSpec, a: argparse.Namespace,
                        device: torch.device) -> float:
-    """Images/s of the trainer's step (loss, backward, clipping, AdamW) at batch --batch."""
+    """Images/s of the trainer's own step (Trainer.train_step) at batch --batch, on --batch noise images."""
     process = build_process({"name": "ddpm"})
     objective = DiffusionObjective(time_sampling="auto").resolved(process)
-    called = accelerate(network, compile=mode.compile, channels_last=mode.channels_last)
-    opt = torch.optim.AdamW(network.parameters(), lr=LR)
-    generator = torch.Generator(device).manual_seed(0)
-    x0 = torch.randn(a.batch, *spec.shape, device=device).clamp(-1, 1)
-    network.train()
+    config = TrainerConfig(batch_size=a.batch, device=str(device), precision="bf16" if mode.bf16 else "fp32",
+                           compile=mode.compile, channels_last=mode.channels_last)
+    x0 = torch.randn(a.batch, *spec.shape).clamp(-1, 1)
 
-    def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mode.bf16):
-            loss, _ = diffusion_loss(called, process, objective, x0, None, generator)
-        opt.zero_grad(set_to_none=True)
-        loss.float().mean().backward()
-        torch.nn.utils.clip_grad_norm_(network.parameters(), GRAD_CLIP)
-        opt.step()
+    def loss_fn(model, x, cond, generator):
+        return diffusion_loss(model, process, objective, x, cond, generator)
 
-    for _ in range(a.warmup_steps):
-        step()
-    t0 = clock(device)
-    for _ in range(a.train_steps):
-        step()
-    return a.train_steps * a.batch / (clock(device) - t0)
+    with tempfile.TemporaryDirectory() as run_dir:         # a step writes nothing; the trainer wants a folder
+        trainer = Trainer(network, loss_fn, x0, None, config, Path(run_dir))
+        for _ in range(a.warmup_steps):
+            trainer.train_step()
+        t0 = clock(device)
+        for _ in range(a.train_steps):
+            trainer.train_step()
+        return a.train_steps * a.batch / (clock(device) - t0)
 
 
 def sample_images_per_s(network: torch.nn.Module, mode: Mode, spec: DataSpec, a: argparse.Namespace,
