@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {where}{e.strerror or e}; check the path, its permissions and the free space", file=sys.stderr)
         return 2
     except Interrupted as e:
-        print(e, file=sys.stderr)
+        if not rank_prefix():           # torchrun interrupts every process of a launch: rank 0 says what is kept
+            print(e, file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

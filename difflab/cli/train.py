@@ -271,6 +271,15 @@ def resumed_config(a: argparse.Namespace) -> RunConfig:
                    evaluation=eval_config(cfg.evaluation, a))
 
 
+def resume_command(command: str, out: Path) -> str:
+    """The command line that continues the run in ``out``: ``command`` (train or train-classifier) with --resume,
+    started as this one was (under torchrun with several processes, with the same torchrun options)."""
+    from difflab.training.distributed import launched_processes
+
+    line = f"{command} --resume {out}"
+    return f"torchrun <the same options> -m difflab {line}" if launched_processes() > 1 else f"difflab {line}"
+
+
 def run(a: argparse.Namespace) -> None:
     from difflab.pipelines.train import train
     from difflab.training.checkpoint import latest_checkpoint
@@ -287,11 +296,10 @@ def run(a: argparse.Namespace) -> None:
         res = train(cfg, out, resume=resume, progress=not a.quiet)
     except KeyboardInterrupt:
         kept = latest_checkpoint(out)
+        again = resume_command(a.command, out)
         if kept is None:
-            raise Interrupted(f"interrupted before the first checkpoint; `difflab train --resume {out}` starts the "
-                              "run again") from None
-        raise Interrupted(f"interrupted; {out} keeps its checkpoint {kept.name}: continue with "
-                          f"`difflab train --resume {out}`") from None
+            raise Interrupted(f"interrupted before the first checkpoint; `{again}` starts the run again") from None
+        raise Interrupted(f"interrupted; {out} keeps its checkpoint {kept.name}: continue with `{again}`") from None
     if not res.main:                # another process of a torchrun launch: rank 0 reports
         return
     if res.steps == 0:

@@ -148,3 +148,12 @@ def test_a_global_batch_that_does_not_split_evenly_and_adversarial_runs_are_refu
     with pytest.raises(DifflabError, match="one process"):
         Trainer(model, lambda *a, **k: None, torch.randn(16, 2), None, TrainerConfig(batch_size=6), tmp_path,
                 adversary=Adversary(), dist=place)
+
+
+def test_an_interrupted_run_is_told_to_resume_as_it_was_started(monkeypatch):
+    from difflab.cli.train import resume_command
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert resume_command("train-classifier", Path("runs/c")) == "difflab train-classifier --resume runs/c"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert resume_command("train", Path("runs/d")) == "torchrun <the same options> -m difflab train --resume runs/d"
